@@ -30,7 +30,7 @@ class _SlotLayer(CacheLayerMixin):
 
     is_sliding = False
 
-    def __init__(self, owner: SlotKVCache, index: int) -> None:
+    def __init__(self, owner: SlotKVCache | PackedPrefillCache, index: int) -> None:
         super().__init__()
         self._owner = owner
         self._index = index
@@ -162,6 +162,11 @@ class SlotKVCache(Cache):
         length = kv.shape[3]
         self._buf[:, :, rows[0] : rows[1], :, column : column + length] = kv[:, :, None]
 
+    def write_row(self, row: int, column: int, kv: torch.Tensor) -> None:
+        """Copy keys/values ``[layers, 2, kv_heads, len, head_dim]`` into one row,
+        starting at ``column``."""
+        self._buf[:, :, row, :, column : column + kv.shape[3]] = kv
+
     def reserve_step(self) -> None:
         """Make sure column ``end`` exists for the next decode step."""
         if self.end >= self.capacity[1]:
@@ -244,3 +249,42 @@ class SlotKVCache(Cache):
 
     def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
         return self.end - self.start + query_length, 0
+
+
+class PackedPrefillCache(Cache):
+    """A one-row scratch cache for a packed prefill: ``[prefix | packed prompts]``.
+
+    Several prompts are concatenated into a single row (no padding) and run through
+    one forward pass with a block-diagonal causal mask; the shared prefix's keys and
+    values sit in front so every prompt can attend to them. The backend then copies
+    each prompt's keys and values into its own row of the ``SlotKVCache``.
+    """
+
+    def __init__(
+        self, num_layers: int, prefix: torch.Tensor | None, packed: int, like: SlotKVCache
+    ) -> None:
+        super().__init__(layers=[_SlotLayer(self, i) for i in range(num_layers)])
+        self.start = 0
+        self.end = 0 if prefix is None else int(prefix.shape[3])
+        shape = (num_layers, 2, like.kv_heads, self.end + packed, like.head_dim)
+        self.buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+        if prefix is not None:
+            self.buf[:, :, :, : self.end] = prefix
+
+    def write(
+        self, layer: int, keys: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        slot = self.buf[layer]
+        slot[0, :, self.end :] = keys[0]
+        slot[1, :, self.end :] = values[0]
+        return slot[0][None], slot[1][None]
+
+    def packed(self) -> torch.Tensor:
+        """Keys/values ``[layers, 2, kv_heads, packed, head_dim]`` of the packed tokens."""
+        return self.buf[:, :, :, self.end :]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.end
+
+    def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
+        return self.end + query_length, 0
