@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.config import Settings
 from bot.generation.backend import ChatMessage, SamplingParams
-from bot.generation.engine import Engine, EngineConfig
+from bot.generation.engine import Engine, EngineConfig, LocalWorker
 from bot.generation.jobs import GenerationRequest
 from bot.generation.local_backend import LocalBackend
 from bot.generation.model_loader import LoadedModel, load_model
@@ -199,8 +199,14 @@ async def static_batch(
 
 
 async def engine_run(
-    lm: LoadedModel, batch: list[tuple[ChatMessage, ...]], p: SamplingParams
+    lm: LoadedModel,
+    batch: list[tuple[ChatMessage, ...]],
+    p: SamplingParams,
+    join_chunk: int | None = None,
+    name: str = "engine",
 ) -> Result:
+    """``join_chunk``: how many sequences may join per step (None: the worker's default,
+    the whole burst at once)."""
     n = len(batch)
     backend = LocalBackend(lm, max_batch_size=max(n, 1))
     config = EngineConfig(
@@ -210,7 +216,11 @@ async def engine_run(
         job_timeout_s=3600,
         max_batch_size=n,
     )
-    engine = Engine(backend, config)
+    if join_chunk is None:
+        engine = Engine(backend, config)
+    else:
+        worker = LocalWorker(backend, config.max_batch_size, join_chunk=join_chunk)
+        engine = Engine.with_worker(worker, config)
     await engine.start()
     try:
         started = time.perf_counter()
@@ -234,7 +244,7 @@ async def engine_run(
         if t.first_token_at is not None:
             ttfts.append(t.first_token_at - t.submitted_at)
     tokens = sum(job.generated_tokens for job in jobs)
-    return Result("engine", tokens, wall, latencies, ttfts)
+    return Result(name, tokens, wall, latencies, ttfts)
 
 
 # -- the ceiling ------------------------------------------------------------------------
@@ -304,13 +314,15 @@ async def bench_size(lm: LoadedModel, n: int, new_tokens: int, seed_sample: int)
         f"{decode_s:.2f} s; decode alone {decode_only:.1f} tok/s)"
     )
     engine = await observed(lambda: engine_run(lm, batch, params))
+    chunked = await observed(lambda: engine_run(lm, batch, params, join_chunk=8, name="join8"))
     static = await observed(lambda: static_batch(lm, batch, params))
     seed = await observed(lambda: seed_path(lm, batch, params, min(n, seed_sample)))
-    for result in (engine, static, seed):
+    for result in (engine, chunked, static, seed):
         show(result, n)
     print(
         f"  engine/seed {engine.tok_s / seed.tok_s:5.1f}x   engine/static "
         f"{engine.tok_s / static.tok_s:4.2f}x   engine/ceiling {engine.tok_s / full:4.2f}"
+        f"   engine/decode-alone {engine.tok_s / decode_only:4.2f}"
     )
 
 
@@ -335,7 +347,8 @@ async def main() -> None:
     lm = load_model(Settings(**overrides))
     print(
         f"model {lm.source} ({str(lm.dtype).removeprefix('torch.')}, {lm.device}, "
-        f"{torch.get_num_threads()} threads) loaded in {time.perf_counter() - t0:.1f} s; "
+        f"{torch.get_num_threads()} threads, {lm.model.config._attn_implementation}) "
+        f"loaded in {time.perf_counter() - t0:.1f} s; "
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
     # Warm every path once so the first measured run pays no one-off costs.

@@ -149,8 +149,15 @@ class LocalWorker:
         *,
         close_timeout_s: float = 5.0,
         name: str = "atelier-generation",
+        join_chunk: int | None = None,
     ) -> None:
         self._backend = backend
+        # At most this many sequences join per step (None: as many as there is room
+        # for). Chunking a burst lets its first requests stream sooner, but measured
+        # with SmolLM2 on 2 cores, chunks of 8 cost 10-15% throughput for no better
+        # median first token (the backend's packed prefill is already cheap), so the
+        # default admits the whole burst at once.
+        self._join_chunk = max(1, join_chunk) if join_chunk is not None else 1 << 30
         self._capacity = max(1, min(max_batch_size, backend.max_batch_size))
         self._close_timeout_s = close_timeout_s
         self._name = name
@@ -224,7 +231,7 @@ class LocalWorker:
                     cancelled, self._cancelled = self._cancelled, set()
                     dropped = [s.seq_id for s in self._inbox if s.seq_id in cancelled]
                     waiting = [s for s in self._inbox if s.seq_id not in cancelled]
-                    room = max(0, self._capacity - len(held))
+                    room = min(max(0, self._capacity - len(held)), self._join_chunk)
                     admit, self._inbox = waiting[:room], waiting[room:]
                 self._tick(held, admit, cancelled & held, dropped)
         except BaseException:
