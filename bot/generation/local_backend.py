@@ -1,9 +1,9 @@
 """The in-process ``StepBackend``: continuous batching over a transformers causal LM.
 
-A hand-written decode loop rather than ``model.generate``: sequences join (a batched,
-left-padded prefill written straight into free cache rows) and leave (their slot is
-refilled by the last row) between any two steps, and every row samples with its own
-settings. See ``kv_cache.py`` for the cache layout and ``sampling.py`` for sampling.
+A hand-written decode loop rather than ``model.generate``: sequences join (their
+prompts packed into one unpadded row per forward, then copied into free cache rows)
+and leave (their slot is refilled by the last row) between any two steps, and every
+row samples with its own settings. See ``kv_cache.py`` for the cache layout and ``sampling.py`` for sampling.
 
 Works with decoder-only models whose attention layers use the standard key/value
 ``Cache`` interface (Llama, Mistral, Qwen, Gemma, Phi, SmolLM...).
