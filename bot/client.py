@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.poem",)
+# The presenter first: it registers the persistent Cancel button the commands use.
+EXTENSIONS = ("cogs.presenter", "cogs.poem")
 
 
 class AtelierTree(app_commands.CommandTree["AtelierBot"]):
@@ -74,19 +76,42 @@ class AtelierBot(commands.AutoShardedBot):
         self.runtime = runtime
         self.settings = settings
         self._sync_commands = sync_commands
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     async def setup_hook(self) -> None:
         # Migrate, load the model (off the loop), start the engine, then the cogs.
         await self.runtime.start()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        await self._recover()
         await self._sync_if_changed()
+
+    async def _recover(self) -> None:
+        """Re-run and answer what a crash or restart left undelivered.
+
+        Here, not in on_ready: delivery needs only REST (interaction webhooks and
+        channel messages), and resubmitting before the gateway connects keeps old
+        jobs ahead of new ones. Delivering waits for the jobs, so it runs in tasks.
+        """
+        from cogs.presenter import deliver_recovered  # the cogs know how replies look
+
+        for item in await self.runtime.recovery.recover():
+            task = asyncio.create_task(
+                deliver_recovered(self, item), name=f"recover-{item.record.id}"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
 
     async def close(self) -> None:
         for extension in reversed(EXTENSIONS):
             if extension in self.extensions:
                 await self.unload_extension(extension)
         await self.runtime.close()
+        if self._deliveries:
+            # Their jobs were just interrupted, so they end at once; bounded anyway.
+            _, stuck = await asyncio.wait(set(self._deliveries), timeout=5)
+            for task in stuck:
+                task.cancel()
         await super().close()
 
     async def _sync_if_changed(self) -> None:

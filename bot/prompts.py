@@ -8,9 +8,14 @@ echoes before anyone sees it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from bot.generation.backend import ChatMessage, SamplingParams
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,40 @@ def poem_params(form: str, length: str, budget: int, seed: int | None = None) ->
         repetition_penalty=1.15,
         seed=seed,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """Model input for one request: what a job is submitted with."""
+
+    messages: tuple[ChatMessage, ...]
+    params: SamplingParams
+
+
+PromptBuilder = Callable[[Mapping[str, Any], "Settings"], Prompt]
+
+
+def _poem_prompt(inputs: Mapping[str, Any], settings: Settings) -> Prompt:
+    form = str(inputs.get("form", "free verse"))
+    length = str(inputs.get("length", "medium"))
+    return Prompt(
+        poem_messages(str(inputs["theme"]), form, length),
+        poem_params(form, length, settings.poem_max_new_tokens),
+    )
+
+
+# Keyed by the command name stored with each request. A command registers here so the
+# prompt can be rebuilt from the stored inputs alone: the live path and restart
+# recovery then submit exactly the same model input.
+PROMPT_BUILDERS: dict[str, PromptBuilder] = {"poem": _poem_prompt}
+
+
+def build_prompt(command: str, inputs: Mapping[str, Any], settings: Settings) -> Prompt:
+    """The model input for a stored request; ValueError for an unknown command."""
+    builder = PROMPT_BUILDERS.get(command)
+    if builder is None:
+        raise ValueError(f"no prompt builder for command {command!r}")
+    return builder(inputs, settings)
 
 
 def clean_output(text: str) -> str:

@@ -14,6 +14,7 @@ from bot.config import Settings
 from bot.generation.backend import StepBackend
 from bot.generation.engine import Engine, EngineConfig
 from bot.services.creations import CreationService
+from bot.services.recovery import RecoveryService
 from bot.storage.database import Database
 from bot.storage.repositories import GuildRepository, RequestRepository
 
@@ -37,6 +38,7 @@ class Runtime:
         self._db: Database | None = None
         self._engine: Engine | None = None
         self._creations: CreationService | None = None
+        self._recovery: RecoveryService | None = None
         self._guilds: GuildRepository | None = None
         self._requests: RequestRepository | None = None
 
@@ -50,9 +52,13 @@ class Runtime:
         backend = await asyncio.to_thread(self._backend_factory, settings)
         self._engine = Engine(backend, EngineConfig.from_settings(settings))
         await self._engine.start()
-        self._creations = CreationService(self._engine, requests)
+        self._creations = CreationService(self._engine, requests, settings)
+        self._recovery = RecoveryService(self._creations, requests)
 
     async def close(self) -> None:
+        if self._creations is not None:
+            # Jobs the engine now stops are interruptions: kept for the next start.
+            self._creations.begin_shutdown()
         if self._engine is not None:
             await self._engine.close()
         if self._creations is not None:
@@ -60,6 +66,7 @@ class Runtime:
         if self._db is not None:
             await self._db.close()
         self._engine = self._creations = self._db = None
+        self._recovery = None
 
     @property
     def engine(self) -> Engine:
@@ -70,6 +77,11 @@ class Runtime:
     def creations(self) -> CreationService:
         assert self._creations is not None, "runtime not started"
         return self._creations
+
+    @property
+    def recovery(self) -> RecoveryService:
+        assert self._recovery is not None, "runtime not started"
+        return self._recovery
 
     @property
     def requests(self) -> RequestRepository:

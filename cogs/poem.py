@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.prompts import POEM_FORMS, POEM_LENGTHS, poem_messages, poem_params
+from bot.prompts import POEM_FORMS, POEM_LENGTHS, build_prompt
 from bot.services.creations import Requester
 from bot.text import clean_member_text
-from cogs.presenter import present
+from cogs.presenter import HEADERS, present
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
+
+
+def poem_header(inputs: Mapping[str, Any], user_id: int) -> str:
+    """The reply's first line; built from stored inputs so a restart shows the same."""
+    form = POEM_FORMS.get(str(inputs.get("form", "free verse")))
+    label = form.label if form is not None else "Poem"
+    shown_theme = discord.utils.escape_markdown(str(inputs.get("theme", "")))
+    return f"**{label}** · *{shown_theme}* — for <@{user_id}>"
 
 
 class Poem(commands.Cog):
@@ -41,6 +50,9 @@ class Poem(commands.Cog):
         """Write a poem on a theme."""
         settings = self.bot.settings
         cleaned = clean_member_text(theme, field="theme", max_chars=settings.theme_max_chars)
+        inputs = {"theme": cleaned, "form": form, "length": length}
+        # The same builder restart recovery uses, so a re-run gets the same model input.
+        prompt = build_prompt("poem", inputs, settings)
         submission = await self.bot.runtime.creations.submit(
             Requester(
                 guild_id=interaction.guild_id,
@@ -50,15 +62,14 @@ class Poem(commands.Cog):
                 interaction_token=interaction.token,
             ),
             command="poem",
-            inputs={"theme": cleaned, "form": form, "length": length},
-            messages=poem_messages(cleaned, form, length),
-            params=poem_params(form, length, settings.poem_max_new_tokens),
+            inputs=inputs,
+            messages=prompt.messages,
+            params=prompt.params,
         )
         await interaction.response.defer(thinking=True)
-        shown_theme = discord.utils.escape_markdown(cleaned)
-        header = f"**{POEM_FORMS[form].label}** · *{shown_theme}* — for {interaction.user.mention}"
-        await present(interaction, submission, header)
+        await present(interaction, submission, poem_header(inputs, interaction.user.id))
 
 
 async def setup(bot: AtelierBot) -> None:
+    HEADERS["poem"] = poem_header
     await bot.add_cog(Poem(bot))
