@@ -162,3 +162,23 @@ async def test_a_finished_but_undelivered_row_is_delivered_without_running_again
         await emulator.idle_for(0.3)
     assert backend.add_calls == []
     assert final_messages(emulator, world.channel_id) == [record.original]
+
+
+async def test_a_resumed_job_can_be_cancelled_from_its_reply(
+    emulator: DiscordEmulator, world: World, tmp_path: Path
+) -> None:
+    record, _ = await interrupted_job(emulator, world, tmp_path)
+    assert record.original is not None
+    seen = len(record.original.revisions)
+    backend = FakeStepBackend(manual_steps=True)
+    async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
+        # Bot B's first live edit of the old reply carries its own Cancel button.
+        live = await record.wait_for_original(lambda m: len(m.revisions) > seen, timeout=5)
+        assert "Write a free" not in live.content  # B's own progress, not A's
+        click = await emulator.click(live.id, "atelier:cancel:1", user_id=world.member_id)
+        assert "Stopped" in (await click.wait_for_original(timeout=5)).content
+        final = await record.wait_for_original(lambda m: "Cancelled" in m.content, timeout=5)
+        assert final.buttons == []
+        row = await delivered_row(bot, world.guild_id)
+        assert row.status is RequestStatus.CANCELLED
+        backend.open()
