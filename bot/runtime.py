@@ -13,6 +13,7 @@ from collections.abc import Callable
 from bot.config import Settings
 from bot.generation.backend import StepBackend
 from bot.generation.engine import Engine, EngineConfig
+from bot.generation.remote import build_remote_engine
 from bot.services.creations import CreationService
 from bot.services.recovery import RecoveryService
 from bot.storage.database import Database
@@ -48,9 +49,12 @@ class Runtime:
         self._db = await Database.open(settings.database_path)
         self._requests = requests = RequestRepository(self._db)
         self._guilds = GuildRepository(self._db)
-        # Loading the model takes seconds: keep the event loop free meanwhile.
-        backend = await asyncio.to_thread(self._backend_factory, settings)
-        self._engine = Engine(backend, EngineConfig.from_settings(settings))
+        if settings.backend == "openai":
+            self._engine = build_remote_engine(settings)
+        else:
+            # Loading the model takes seconds: keep the event loop free meanwhile.
+            backend = await asyncio.to_thread(self._backend_factory, settings)
+            self._engine = Engine(backend, EngineConfig.from_settings(settings))
         await self._engine.start()
         self._creations = CreationService(self._engine, requests, settings)
         self._recovery = RecoveryService(self._creations, requests)

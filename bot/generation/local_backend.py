@@ -3,7 +3,8 @@
 A hand-written decode loop rather than ``model.generate``: sequences join (their
 prompts packed into one unpadded row per forward, then copied into free cache rows)
 and leave (their slot is refilled by the last row) between any two steps, and every
-row samples with its own settings. See ``kv_cache.py`` for the cache layout and ``sampling.py`` for sampling.
+row samples with its own settings. See ``kv_cache.py`` for the cache layout and
+``sampling.py`` for sampling.
 
 Works with decoder-only models whose attention layers use the standard key/value
 ``Cache`` interface (Llama, Mistral, Qwen, Gemma, Phi, SmolLM...).
