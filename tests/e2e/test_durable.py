@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.client import AtelierBot
-from bot.config import Settings
 from bot.domain import RequestRecord, RequestStatus
-from bot.generation.backend import StepBackend
-from bot.playground.emulator import DiscordEmulator, run_client
+from bot.playground.emulator import DiscordEmulator
 from bot.playground.records import InteractionRecord, Message
-from bot.runtime import Runtime
 from bot.storage.database import Database
 from bot.storage.repositories import RequestRepository
+from tests.bots import running_bot
 from tests.fakes import FakeStepBackend
 
 if TYPE_CHECKING:
     from conftest import World
 
 FINAL_TEXT = "Write a free verse poem about a lighthouse."
-
-
-@asynccontextmanager
-async def running_bot(
-    emulator: DiscordEmulator, tmp_path: Path, backend: Callable[[Settings], StepBackend]
-) -> AsyncIterator[AtelierBot]:
-    settings = Settings(data_dir=tmp_path / "data", progress_interval_s=0.2)
-    bot = AtelierBot(Runtime(settings, backend_factory=backend), sync_commands=True)
-    async with run_client(bot, emulator, timeout=60):
-        yield bot
 
 
 async def stored(tmp_path: Path) -> list[RequestRecord]:

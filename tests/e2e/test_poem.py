@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from bot.client import AtelierBot
 from bot.config import Settings
 from bot.domain import RequestStatus
 from bot.generation.backend import SequenceInput, StepBackend
 from bot.generation.local_backend import LocalBackend
 from bot.generation.model_loader import LoadedModel
-from bot.playground.emulator import DiscordEmulator, run_client
+from bot.playground.emulator import DiscordEmulator
 from bot.playground.records import Message
-from bot.runtime import Runtime
+from tests.bots import running_bot
 from tests.fakes import FakeStepBackend
 
 if TYPE_CHECKING:
@@ -29,19 +27,6 @@ TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
 def is_final(message: Message) -> bool:
     return "Waiting in line" not in message.content and "Writing…" not in message.content
-
-
-@asynccontextmanager
-async def running_bot(
-    emulator: DiscordEmulator,
-    tmp_path: Path,
-    backend: Callable[[Settings], StepBackend],
-    **overrides: Any,
-) -> AsyncIterator[AtelierBot]:
-    settings = Settings(data_dir=tmp_path / "data", progress_interval_s=0.2, **overrides)
-    bot = AtelierBot(Runtime(settings, backend_factory=backend), sync_commands=True)
-    async with run_client(bot, emulator, timeout=60):
-        yield bot
 
 
 def fake(**kwargs: Any) -> Callable[[Settings], StepBackend]:
