@@ -100,3 +100,57 @@ class GuildRecord:
     @property
     def is_member(self) -> bool:
         return self.left_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Style:
+    """A named voice a request can be written in: built in (``guild_id`` None, from
+    ``config/styles.toml``) or a server's own. A server row with a built-in's name
+    overrides it; ``disabled`` hides it there.
+
+    ``instructions`` and ``example`` are moderator-written text: prompts quote them as
+    data, never splice them into the system instructions.
+    """
+
+    guild_id: int | None
+    name: str  # slug: lowercase letters, digits, '-', 1..32 chars; unique per server
+    description: str
+    instructions: str
+    example: str | None = None
+    commands: frozenset[str] = frozenset()  # empty: every creative command
+    mature: bool = False  # only in age-restricted channels when the server says so
+    disabled: bool = False
+    updated_by: int | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.guild_id is None
+
+    def applies_to(self, command: str) -> bool:
+        return not self.commands or command in self.commands
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuildSettings:
+    """What a server's moderators configured; the defaults are what a new server gets."""
+
+    allowed_channel_ids: frozenset[int] = frozenset()  # empty: every channel
+    cooldown_s: int = 0  # per member, between creative requests
+    max_in_flight: int = 2  # a member's requests queued or running at once
+    max_queued: int = 2  # a member's requests waiting (not yet running) at once
+    max_input_chars: int = 1000  # themes, premises, style text (critique has its own cap)
+    blocked_words: tuple[str, ...] = ()  # refused in input, masked in output
+    mature_only_in_age_restricted: bool = True
+    critique_opt_in: bool = True  # critiquing someone else's message needs their opt-in
+    community_taste: bool = False  # favourites become examples for the model
+    moderator_role_id: int | None = None  # besides Manage Server
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FavouriteEntry:
+    """A creation in the server's anthology, with how many members starred it."""
+
+    request: RequestRecord
+    stars: int
+    last_starred_at: datetime
