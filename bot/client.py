@@ -20,8 +20,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The presenter first: it registers the persistent Cancel button the commands use.
-EXTENSIONS = ("cogs.presenter", "cogs.poem")
+# The presenter first: it registers the persistent buttons the commands use.
+EXTENSIONS = (
+    "cogs.presenter",
+    "cogs.poem",
+    "cogs.script",
+    "cogs.critique",
+    "cogs.library",
+    "cogs.moderation",
+)
 
 
 class AtelierTree(app_commands.CommandTree["AtelierBot"]):

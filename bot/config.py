@@ -65,6 +65,13 @@ class Settings(BaseSettings):
 
     theme_max_chars: int = Field(default=200, ge=1, le=1000)
     poem_max_new_tokens: int = Field(default=160, ge=16, le=1024)
+    poem_candidates: int = Field(default=4, ge=1, le=16)
+    script_max_new_tokens: int = Field(default=400, ge=32, le=2048)
+    critique_max_new_tokens: int = Field(default=320, ge=32, le=2048)
+    critique_max_chars: int = Field(default=4000, ge=100, le=4000)
+    attachment_max_bytes: int = Field(default=64 * 1024, ge=1024, le=8 * 1024 * 1024)
+    taste_max_chars: int = Field(default=1200, ge=0, le=8000)
+    purge_after_days: int = Field(default=30, ge=0, le=3650)
 
     discord_api_base: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
