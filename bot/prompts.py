@@ -1,21 +1,52 @@
 """How a member's request becomes model input, and how model output becomes a reply.
 
-Every prompt lives here. Member text is quoted as data, never spliced into the
-instructions, and the output is scrubbed of chat-template tokens and instruction
-echoes before anyone sees it.
+Every prompt lives here. Member text and moderator-written style text are quoted as
+data in the user turn, never spliced into the system instructions; anything in them
+that looks like a chat-template token or like our quote delimiter is defused first.
+The output is scrubbed of template tokens and instruction echoes before anyone sees it.
+
+The default model (SmolLM2-135M-Instruct) follows short, plain requests far better
+than detailed rules, so every request is one or two plain sentences.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bot import forms
+from bot.domain import Style
 from bot.generation.backend import ChatMessage, SamplingParams
+from bot.text import normalize
 
 if TYPE_CHECKING:
     from bot.config import Settings
+
+__all__ = [
+    "CRITIQUE_FOCUSES",
+    "CRITIQUE_TONES",
+    "LANGUAGES",
+    "POEM_FORMS",
+    "POEM_LENGTHS",
+    "PROMPT_BUILDERS",
+    "SCRIPT_GENRES",
+    "SCRIPT_LENGTHS",
+    "WILDNESS",
+    "FormChooser",
+    "PoemForm",
+    "Prompt",
+    "PromptContext",
+    "build_prompt",
+    "clean_output",
+    "poem_messages",
+    "poem_params",
+    "quote",
+    "trim_unfinished",
+]
+
+# --------------------------------------------------------------------------- options
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,61 +55,137 @@ class PoemForm:
     # A noun phrase: "Write {request} about {theme}." Small models follow short,
     # plain requests far better than detailed rules (measured on SmolLM2-135M).
     request: str
+    # What a Continue asks for: "Write {more} ..." (a whole new verse for fixed forms,
+    # so the form checker can still pick among candidates).
+    more: str = "a few more lines in the same style"
 
 
 POEM_FORMS: dict[str, PoemForm] = {
     "free verse": PoemForm("Free verse", "a {length} free verse poem"),
-    "haiku": PoemForm("Haiku", "a haiku in three short lines"),
-    "tanka": PoemForm("Tanka", "a tanka in five short lines"),
-    "limerick": PoemForm("Limerick", "a funny limerick of five rhyming lines"),
-    "sonnet": PoemForm("Sonnet", "a sonnet of fourteen rhyming lines"),
-    "ballad": PoemForm("Ballad", "a {length} ballad in four-line rhyming stanzas"),
-    "ghazal": PoemForm("Ghazal", "a ghazal in couplets that end with the same word"),
+    "haiku": PoemForm(
+        "Haiku", "a haiku in three short lines", "one more haiku in three short lines"
+    ),
+    "tanka": PoemForm("Tanka", "a tanka in five short lines", "one more tanka in five short lines"),
+    "limerick": PoemForm(
+        "Limerick",
+        "a funny limerick of five rhyming lines",
+        "one more funny limerick of five rhyming lines",
+    ),
+    "sonnet": PoemForm(
+        "Sonnet", "a sonnet of fourteen rhyming lines", "one more sonnet of fourteen rhyming lines"
+    ),
+    "ballad": PoemForm(
+        "Ballad",
+        "a {length} ballad in four-line rhyming stanzas",
+        "two more four-line rhyming stanzas",
+    ),
+    "ghazal": PoemForm(
+        "Ghazal",
+        "a ghazal in couplets that end with the same word",
+        "three more couplets that end with the same word",
+    ),
+    # Free forms: no checker, one sample. Chosen because a small model writes them
+    # well and members ask for them; forms it cannot keep (villanelle, sestina,
+    # acrostic) would only disappoint.
+    "ode": PoemForm("Ode", "a {length} ode"),
+    "elegy": PoemForm("Elegy", "a {length} elegy"),
+    "prose poem": PoemForm("Prose poem", "a {length} prose poem in one paragraph"),
 }
+
+FIXED_FORMS: frozenset[str] = frozenset(forms.FORM_SPECS) - {"free verse"}
+"""Forms the checker can judge: these sample several candidates and send the best."""
 
 POEM_LENGTHS: dict[str, float] = {"short": 0.5, "medium": 1.0, "long": 1.6}
 """Multipliers of the configured token budget; fixed forms cap themselves."""
 
-_LENGTH_WORDS = {"short": "short", "medium": "", "long": "long"}
-_FIXED_FORM_TOKENS = {"haiku": 48, "tanka": 64, "limerick": 80}
+LANGUAGES: dict[str, str] = {
+    "auto": "Same as the theme",
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "ru": "Russian",
+    "tr": "Turkish",
+    "ja": "Japanese",
+    "zh": "Chinese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "hi": "Hindi",
+}
+"""Poem language choices, code -> name; "auto" follows the language of the theme."""
 
-POET_SYSTEM = "You are a poet. Reply with the poem only."
+WILDNESS: dict[str, float] = {"calm": 0.6, "balanced": 0.8, "wild": 1.05}
+"""How adventurous the sampling is: name -> temperature."""
 
-# Template tokens of common chat formats (ChatML, Llama, Gemma, Phi...).
-_TEMPLATE_TOKEN = re.compile(
-    r"<\|[a-z_]+\|>|<\|im_(start|end)\|>|</?s>|\[/?INST\]|<start_of_turn>|<end_of_turn>"
-)
-_ROLE_PREFIX = re.compile(r"^\s*(assistant|user|system)\s*[:\n]", re.IGNORECASE)
-_PREAMBLE = re.compile(
-    r"^\s*(sure[,!.]?|certainly[,!.]?|of course[,!.]?)?\s*"
-    r"(here('s| is) (a|an|your|the) [^\n:]{0,80}:)\s*\n",
-    re.IGNORECASE,
-)
+SCRIPT_GENRES: dict[str, str] = {
+    "drama": "drama",
+    "comedy": "comedy",
+    "romance": "romance",
+    "thriller": "thriller",
+    "horror": "horror",
+    "mystery": "mystery",
+    "science fiction": "science fiction",
+    "fantasy": "fantasy",
+    "western": "western",
+    "noir": "film noir",
+    "family": "family",
+}
+"""Script genre choices: key -> how the request names it."""
+
+SCRIPT_LENGTHS: dict[str, float] = {"short": 0.6, "medium": 1.0, "long": 1.5}
+"""Multipliers of ``settings.script_max_new_tokens``."""
+
+CRITIQUE_FOCUSES: dict[str, str] = {
+    "overall": "the piece as a whole",
+    "imagery": "its imagery",
+    "rhythm": "its rhythm and sound",
+    "structure": "its structure",
+    "dialogue": "its dialogue",
+    "pacing": "its pacing",
+}
+"""Critique focus choices: key -> what the feedback is asked to look at."""
+
+CRITIQUE_TONES: dict[str, str] = {
+    "gentle": "Be warm and encouraging.",
+    "direct": "Be direct and honest.",
+}
+"""Critique tone choices: key -> the sentence that sets it."""
+
+DEFAULTS: dict[str, str] = {
+    "form": "free verse",
+    "length": "medium",
+    "language": "auto",
+    "wildness": "balanced",
+    "genre": "drama",
+    "focus": "overall",
+    "tone": "gentle",
+}
+"""What a missing option means (stored inputs from before an option existed have none)."""
+
+# --------------------------------------------------------------------------- records
 
 
-def poem_messages(theme: str, form: str, length: str = "medium") -> tuple[ChatMessage, ...]:
-    """Chat messages asking for a poem; ``theme`` is already cleaned member text.
+@dataclass(frozen=True, slots=True)
+class PromptContext:
+    """What a request is written with besides its own inputs."""
 
-    The theme stays in the user turn, apart from the system instructions.
-    """
-    request = " ".join(POEM_FORMS[form].request.format(length=_LENGTH_WORDS[length]).split())
-    return (
-        {"role": "system", "content": POET_SYSTEM},
-        {"role": "user", "content": f"Write {request} about {theme}."},
-    )
+    style: Style | None = None  # resolved by the StyleService
+    examples: tuple[str, ...] = ()  # community taste: favourite outputs, best first
 
 
-def poem_params(form: str, length: str, budget: int, seed: int | None = None) -> SamplingParams:
-    """Sampling settings for a poem: fixed forms get a tight budget of their own."""
-    max_tokens = _FIXED_FORM_TOKENS.get(form) or max(32, int(budget * POEM_LENGTHS[length]))
-    return SamplingParams(
-        max_new_tokens=max_tokens,
-        temperature=0.8,
-        top_p=0.95,
-        top_k=50,
-        repetition_penalty=1.15,
-        seed=seed,
-    )
+@dataclass(frozen=True, slots=True)
+class FormChooser:
+    """Picks the candidate that fits a form best (a value, so prompts compare equal)."""
+
+    form: str
+
+    def __call__(self, texts: Sequence[str]) -> int:
+        index, _ = forms.best_of(self.form, [clean_output(t) for t in texts])
+        return max(index, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,43 +194,447 @@ class Prompt:
 
     messages: tuple[ChatMessage, ...]
     params: SamplingParams
+    candidates: int = 1  # > 1 for fixed poem forms (best-of-N)
+    choose: Callable[[Sequence[str]], int] | None = None  # the form checker's pick
 
 
-PromptBuilder = Callable[[Mapping[str, Any], "Settings"], Prompt]
+PromptBuilder = Callable[[Mapping[str, Any], "Settings", PromptContext], Prompt]
+
+# --------------------------------------------------------------------------- quoting
+
+QUOTE = '"""'
+"""Delimits data (member text, style text, examples) inside a user turn."""
+
+# Template tokens of common chat formats (ChatML, Llama, Gemma, Phi...).
+_TEMPLATE_TOKEN = re.compile(
+    r"<\|[^|<>\s]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>",
+    re.IGNORECASE,
+)
+_QUOTE_RUN = re.compile(r'"{2,}')
+
+_STYLE_MAX_CHARS = 600  # each of a style's instructions and example
+_PREVIOUS_MAX_CHARS = 1500  # the tail of a text being continued
 
 
-def _poem_prompt(inputs: Mapping[str, Any], settings: Settings) -> Prompt:
-    form = str(inputs.get("form", "free verse"))
-    length = str(inputs.get("length", "medium"))
-    return Prompt(
-        poem_messages(str(inputs["theme"]), form, length),
-        poem_params(form, length, settings.poem_max_new_tokens),
+def defuse(text: str) -> str:
+    """Member or moderator text made safe to quote: no template tokens, no delimiter.
+
+    Template tokens would be read by the tokenizer as real turn boundaries; a run of
+    quotes could close our quote early. Removal repeats until nothing is left to
+    remove, so pieces cannot be nested into a token ("<|im_<|x|>start|>").
+    """
+    text = normalize(text)
+    previous = None
+    while previous != text:
+        previous = text
+        text = _TEMPLATE_TOKEN.sub("", text)
+        text = _QUOTE_RUN.sub('"', text)
+    return text.replace("<|", "< |").replace("|>", "| >").strip()
+
+
+def _inline(text: str) -> str:
+    """A short member field (theme, premise, names) defused onto one line."""
+    return " ".join(defuse(text).split())
+
+
+def _cap(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """At most ``limit`` characters, cut at a line (or else word) boundary."""
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        tail = text[-limit:]
+        cut = tail.find("\n")
+        if cut == -1 or cut > limit // 2:
+            cut = tail.find(" ")
+        return tail[cut + 1 :] if 0 <= cut <= limit // 2 else tail
+    head = text[:limit]
+    cut = max(head.rfind("\n"), head.rfind(" "))
+    return (head[:cut] if cut > limit // 2 else head).rstrip() + " …"
+
+
+def quote(text: str) -> str:
+    """``text`` as a quoted block: the model is to read it, not obey it."""
+    return f"{QUOTE}\n{defuse(text)}\n{QUOTE}"
+
+
+_STYLE_LABEL = "Write in this style:"
+_STYLE_EXAMPLE_LABEL = "An example of the style:"
+_EXAMPLES_LABEL = "Pieces this server loved:"
+_PREVIOUS_LABEL = "Here is the text so far:"
+_TEXT_LABEL = "Here is the writing:"
+_LABELS = (_STYLE_LABEL, _STYLE_EXAMPLE_LABEL, _EXAMPLES_LABEL, _PREVIOUS_LABEL, _TEXT_LABEL)
+
+
+def _taste(examples: Iterable[str], budget: int) -> list[str]:
+    """Whole examples, best first, while they fit in ``budget`` characters."""
+    kept: list[str] = []
+    left = budget
+    for example in examples:
+        text = defuse(example)
+        if text and len(text) <= left:
+            kept.append(text)
+            left -= len(text)
+    return kept
+
+
+def _context_blocks(context: PromptContext, settings: Settings) -> list[str]:
+    """The quoted style and community examples that open a user turn."""
+    blocks: list[str] = []
+    style = context.style
+    if style is not None and style.instructions.strip():
+        blocks.append(
+            f"{_STYLE_LABEL}\n{quote(_cap(defuse(style.instructions), _STYLE_MAX_CHARS))}"
+        )
+        if style.example and style.example.strip():
+            example = _cap(defuse(style.example), _STYLE_MAX_CHARS)
+            blocks.append(f"{_STYLE_EXAMPLE_LABEL}\n{quote(example)}")
+    taste = _taste(context.examples, settings.taste_max_chars)
+    if taste:
+        blocks.append(_EXAMPLES_LABEL + "".join(f"\n{QUOTE}\n{t}\n{QUOTE}" for t in taste))
+    return blocks
+
+
+def _user_turn(blocks: Sequence[str], request: str) -> ChatMessage:
+    # The request comes last: a small model acts on what it read most recently.
+    return {"role": "user", "content": "\n\n".join([*blocks, request])}
+
+
+def _option(inputs: Mapping[str, Any], name: str, table: Mapping[str, Any]) -> str:
+    value = inputs.get(name)
+    key = DEFAULTS[name] if value in (None, "") else str(value)
+    if key not in table:
+        raise ValueError(f"unknown {name} {key!r}")
+    return key
+
+
+def _required(inputs: Mapping[str, Any], name: str, command: str) -> str:
+    value = inputs.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{command} inputs need a {name}")
+    return value
+
+
+# --------------------------------------------------------------------------- poem
+
+POET_SYSTEM = "You are a poet. Reply with the poem only."
+
+_LENGTH_WORDS = {"short": "short", "medium": "", "long": "long"}
+_FIXED_FORM_TOKENS = {"haiku": 48, "tanka": 64, "limerick": 80, "sonnet": 200}
+
+# One worked example per fixed form, shown as an earlier exchange: the model copies
+# the shape of an answer better than it follows a description of it. Each passes
+# bot.forms.check (tested). Written for this project.
+_ONE_SHOT_THEME = "the sea"
+ONE_SHOT_POEMS: dict[str, str] = {
+    "haiku": "Grey waves fold and break\nthe gulls hang still in the wind\nsalt dries on my hands",
+    "tanka": (
+        "Grey waves fold and break\nthe gulls hang still in the wind\nsalt dries on my hands\n"
+        "I walk home along the shore\nwith the whole sea in my hair"
+    ),
+    "limerick": (
+        "A sailor who sailed on the sea\nonce tried to go fishing for tea;\n"
+        "he cast out his net\nand got terribly wet,\nand called it a fine jamboree."
+    ),
+    "sonnet": (
+        "The tide comes in as quiet as a thought\nand fills the little hollows in the sand;\n"
+        "it gives back every shell the winter caught\nlike coins returned into an open hand.\n"
+        "The gulls above it argue with the air,\nthe boats lean on their moorings in the bay,\n"
+        "the wind goes combing through the harbour's hair\n"
+        "and carries all the smell of salt away.\n"
+        "I stood here as a child and watched it turn;\n"
+        "I stand here now with older, slower feet.\n"
+        "The sea has nothing new for me to learn,\n"
+        "and still each wave arrives as if we meet.\n"
+        "So let the water come and let it go:\nit knows the way that I will never know."
+    ),
+    "ballad": (
+        "The fisher's daughter left at dawn\nto cross the water wide;\n"
+        "she took her father's silver ring\nand a lantern at her side.\n\n"
+        "The water rose, the lantern fell,\nthe ring slipped from her hand,\n"
+        "and still they say she walks the shore\nand searches in the sand."
+    ),
+    "ghazal": (
+        "The lamps along the harbour burn for you tonight;\n"
+        "the boats come home, but none of them are new tonight.\n\n"
+        "I count the windows lit across the sleeping town,\n"
+        "and every one is waiting, patient, true, tonight.\n\n"
+        "The sea repeats your name the way a prayer is said;\n"
+        "I say it back: the only thing I do tonight."
+    ),
+}
+
+_NON_ASCII_LETTER = re.compile(r"[^\W\d_a-zA-Z]")
+
+
+def _request_phrase(form: str, length: str) -> str:
+    return " ".join(POEM_FORMS[form].request.format(length=_LENGTH_WORDS[length]).split())
+
+
+def _language_clause(language: str, theme: str) -> str:
+    """', in French' or, for "auto", a nudge only when the theme is not plain ASCII.
+
+    An English theme needs no instruction (the model writes English), and every extra
+    clause costs a small model some of its attention to the form.
+    """
+    if language == "auto":
+        return ", in the same language as the theme" if _NON_ASCII_LETTER.search(theme) else ""
+    return f", in {LANGUAGES[language]}"
+
+
+def poem_messages(theme: str, form: str, length: str = "medium") -> tuple[ChatMessage, ...]:
+    """Chat messages asking for a poem; ``theme`` is already cleaned member text.
+
+    The plain request with no example, style or options: the theme stays in the user
+    turn, apart from the system instructions.
+    """
+    return (
+        {"role": "system", "content": POET_SYSTEM},
+        {"role": "user", "content": f"Write {_request_phrase(form, length)} about {theme}."},
     )
 
+
+def poem_params(
+    form: str,
+    length: str,
+    budget: int,
+    seed: int | None = None,
+    temperature: float = WILDNESS["balanced"],
+) -> SamplingParams:
+    """Sampling settings for a poem: fixed forms get a tight budget of their own."""
+    max_tokens = _FIXED_FORM_TOKENS.get(form) or max(32, int(budget * POEM_LENGTHS[length]))
+    return SamplingParams(
+        max_new_tokens=max_tokens,
+        temperature=temperature,
+        top_p=0.95,
+        top_k=50,
+        repetition_penalty=1.15,
+        seed=seed,
+    )
+
+
+def _one_shot(form: str, length: str) -> tuple[ChatMessage, ...]:
+    poem = ONE_SHOT_POEMS.get(form)
+    if poem is None:
+        return ()
+    request = f"Write {_request_phrase(form, length)} about {_ONE_SHOT_THEME}."
+    return ({"role": "user", "content": request}, {"role": "assistant", "content": poem})
+
+
+def _poem_prompt(inputs: Mapping[str, Any], settings: Settings, context: PromptContext) -> Prompt:
+    theme = _inline(_required(inputs, "theme", "poem"))
+    form = _option(inputs, "form", POEM_FORMS)
+    length = _option(inputs, "length", POEM_LENGTHS)
+    language = _option(inputs, "language", LANGUAGES)
+    wildness = _option(inputs, "wildness", WILDNESS)
+    blocks = _context_blocks(context, settings)
+    clause = _language_clause(language, theme)
+    previous = inputs.get("previous")
+    if isinstance(previous, str) and previous.strip():
+        text = _cap(defuse(previous), _PREVIOUS_MAX_CHARS, keep_end=True)
+        blocks.append(f"{_PREVIOUS_LABEL}\n{QUOTE}\n{text}\n{QUOTE}")
+        request = (
+            f"This is {_request_phrase(form, length)} about {theme}. "
+            f"Write {POEM_FORMS[form].more} that continue it{clause}. "
+            "Reply with the new lines only."
+        )
+    else:
+        request = f"Write {_request_phrase(form, length)} about {theme}{clause}."
+    fixed = form in FIXED_FORMS
+    messages = (
+        {"role": "system", "content": POET_SYSTEM},
+        *(_one_shot(form, length) if fixed else ()),
+        _user_turn(blocks, request),
+    )
+    params = poem_params(form, length, settings.poem_max_new_tokens, temperature=WILDNESS[wildness])
+    if fixed and settings.poem_candidates > 1:
+        return Prompt(messages, params, settings.poem_candidates, FormChooser(form))
+    return Prompt(messages, params)
+
+
+# --------------------------------------------------------------------------- script
+
+SCREENWRITER_SYSTEM = "You are a screenwriter. Reply with the scene only, in screenplay format."
+_SCRIPT_FORMAT = (
+    "Start with a scene heading like INT. KITCHEN - NIGHT. "
+    "Put each speaker's name in capitals on its own line, with their words below."
+)
+
+
+def _script_prompt(inputs: Mapping[str, Any], settings: Settings, context: PromptContext) -> Prompt:
+    premise = _inline(_required(inputs, "premise", "script"))
+    genre = _option(inputs, "genre", SCRIPT_GENRES)
+    length = _option(inputs, "length", SCRIPT_LENGTHS)
+    details = [f"Premise: {premise}"]
+    for field in ("characters", "setting"):
+        value = inputs.get(field)
+        if isinstance(value, str) and value.strip():
+            details.append(f"{field.title()}: {_inline(value)}")
+    blocks = _context_blocks(context, settings)
+    previous = inputs.get("previous")
+    size = {"short": "short ", "medium": "", "long": "long "}[length]
+    if isinstance(previous, str) and previous.strip():
+        text = _cap(defuse(previous), _PREVIOUS_MAX_CHARS, keep_end=True)
+        blocks.append(f"{_PREVIOUS_LABEL}\n{QUOTE}\n{text}\n{QUOTE}")
+        request = (
+            f"Continue this {SCRIPT_GENRES[genre]} scene in the same screenplay format. "
+            "Reply with the new part only."
+        )
+    else:
+        request = "\n".join(
+            [f"Write a {size}{SCRIPT_GENRES[genre]} scene as a screenplay.", *details]
+        )
+        request += "\n" + _SCRIPT_FORMAT
+    params = SamplingParams(
+        max_new_tokens=min(
+            2048, max(64, int(settings.script_max_new_tokens * SCRIPT_LENGTHS[length]))
+        ),
+        temperature=0.8,
+        top_p=0.95,
+        top_k=50,
+        # Scripts repeat names on purpose: a strong penalty makes cues drift.
+        repetition_penalty=1.05,
+    )
+    messages = ({"role": "system", "content": SCREENWRITER_SYSTEM}, _user_turn(blocks, request))
+    return Prompt(messages, params)
+
+
+# --------------------------------------------------------------------------- critique
+
+CRITIC_SYSTEM = "You are a writing teacher who gives useful feedback."
+
+
+def _critique_prompt(
+    inputs: Mapping[str, Any], settings: Settings, context: PromptContext
+) -> Prompt:
+    text = _cap(defuse(_required(inputs, "text", "critique")), settings.critique_max_chars)
+    focus = _option(inputs, "focus", CRITIQUE_FOCUSES)
+    tone = _option(inputs, "tone", CRITIQUE_TONES)
+    blocks = _context_blocks(PromptContext(style=context.style), settings)
+    blocks.append(f"{_TEXT_LABEL}\n{QUOTE}\n{text}\n{QUOTE}")
+    request = (
+        f"Give feedback on {CRITIQUE_FOCUSES[focus]}. {CRITIQUE_TONES[tone]} "
+        "Name its strengths, then give concrete suggestions, "
+        "and end with one of its lines reworked as an example."
+    )
+    params = SamplingParams(
+        max_new_tokens=settings.critique_max_new_tokens,
+        temperature=0.7,
+        top_p=0.95,
+        top_k=50,
+        repetition_penalty=1.1,
+    )
+    messages = ({"role": "system", "content": CRITIC_SYSTEM}, _user_turn(blocks, request))
+    return Prompt(messages, params)
+
+
+# --------------------------------------------------------------------------- registry
 
 # Keyed by the command name stored with each request. A command registers here so the
 # prompt can be rebuilt from the stored inputs alone: the live path and restart
 # recovery then submit exactly the same model input.
-PROMPT_BUILDERS: dict[str, PromptBuilder] = {"poem": _poem_prompt}
+PROMPT_BUILDERS: dict[str, PromptBuilder] = {
+    "poem": _poem_prompt,
+    "script": _script_prompt,
+    "critique": _critique_prompt,
+}
 
 
-def build_prompt(command: str, inputs: Mapping[str, Any], settings: Settings) -> Prompt:
-    """The model input for a stored request; ValueError for an unknown command."""
+def build_prompt(
+    command: str,
+    inputs: Mapping[str, Any],
+    settings: Settings,
+    context: PromptContext = PromptContext(),  # frozen: one shared default is safe
+) -> Prompt:
+    """The model input for a stored request; ValueError for an unknown command or option."""
     builder = PROMPT_BUILDERS.get(command)
     if builder is None:
         raise ValueError(f"no prompt builder for command {command!r}")
-    return builder(inputs, settings)
+    return builder(inputs, settings, context)
+
+
+# --------------------------------------------------------------------------- output
+
+_ROLE_PREFIX = re.compile(r"^\s*(assistant|user|system)\s*[:\n]", re.IGNORECASE)
+_PREAMBLE = re.compile(
+    r"^\s*(sure[,!.]?|certainly[,!.]?|of course[,!.]?)?\s*"
+    r"(here('s| is) (a|an|your|the) [^\n:]{0,80}:)\s*\n",
+    re.IGNORECASE,
+)
+# A first line that repeats our request ("Write a haiku ... about rain.").
+_REQUEST_ECHO = re.compile(
+    r"^\s*(please\s+)?(write|continue|give feedback)\b[^\n]{0,300}?"
+    r"\b(about|continues?|screenplay|feedback|scene)\b[^\n]*[.:]\s*$",
+    re.IGNORECASE,
+)
+_ECHO_LINES = frozenset(
+    line.casefold()
+    for line in (
+        *_LABELS,
+        QUOTE,
+        POET_SYSTEM,
+        SCREENWRITER_SYSTEM,
+        CRITIC_SYSTEM,
+        _SCRIPT_FORMAT,
+        "Reply with the poem only.",
+        "Reply with the new lines only.",
+        "Reply with the new part only.",
+    )
+)
+
+
+def _is_echo(line: str) -> bool:
+    stripped = line.strip().strip("*_#> ").strip()
+    return stripped.casefold() in _ECHO_LINES or bool(re.fullmatch(r'"{3,}|`{3,}', stripped))
 
 
 def clean_output(text: str) -> str:
-    """Strip template tokens, role prefixes and 'Here is a poem:' preambles."""
+    """Strip template tokens, role prefixes, 'Here is a poem:' preambles and echoes of
+    the request, its labels and its quote delimiters."""
     text = _TEMPLATE_TOKEN.sub("", text)
     text = _ROLE_PREFIX.sub("", text, count=1)
     text = _PREAMBLE.sub("", text, count=1)
     lines = [line.rstrip() for line in text.strip().split("\n")]
+    while lines and (not lines[0].strip() or _REQUEST_ECHO.match(lines[0])):
+        lines.pop(0)
+    lines = [line for line in lines if not _is_echo(line)]
     # Collapse runs of blank lines: stanzas are separated by exactly one.
     out: list[str] = []
     for line in lines:
         if line or (out and out[-1]):
             out.append(line)
-    return "\n".join(out).strip()
+    text = "\n".join(out).strip()
+    return _PREAMBLE.sub("", text + "\n", count=1).strip()
+
+
+_SENTENCE_END = re.compile(r"""[.!?…](?:["'’”)\]]*)(?=\s|$)""")
+
+
+def trim_unfinished(text: str) -> str:
+    """Drop what a token limit cut off: the trailing unfinished sentence or line.
+
+    For a job that ended on ``finish_reason == "length"``. Prose keeps its last whole
+    sentence; verse loses the cut line. A dangling heading or speaker name with
+    nothing after it goes too. Never returns less than nothing: if no complete part
+    exists, the text is returned as it was.
+    """
+    text = text.rstrip()
+    lines = text.split("\n")
+    last = lines[-1]
+    if not _SENTENCE_END.search(last[-3:] if last else ""):
+        ends = list(_SENTENCE_END.finditer(last))
+        if ends and ends[-1].end() >= len(last) // 3:
+            lines[-1] = last[: ends[-1].end()]
+        else:
+            lines.pop()
+    # A heading ("Suggestions:") or a speaker cue ("MARA") with nothing under it.
+    while lines and (
+        lines[-1].rstrip().endswith(":") or _looks_like_cue(lines[-1]) or not lines[-1].strip()
+    ):
+        lines.pop()
+    trimmed = "\n".join(lines).rstrip()
+    return trimmed or text
+
+
+def _looks_like_cue(line: str) -> bool:
+    words = line.strip()
+    return bool(words) and words.isupper() and len(words.split()) <= 4 and not words.endswith(".")
