@@ -19,11 +19,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from bot.errors import GenerationFailed, LimitReached
-from bot.generation.backend import SequenceInput, SequenceUpdate, StepBackend
+from bot.generation.backend import SamplingParams, SequenceInput, SequenceUpdate, StepBackend
 from bot.generation.jobs import GenerationRequest, Job, JobFinishReason, JobState
 from bot.generation.scheduler import FairQueue, Limits
 
@@ -368,6 +368,15 @@ def _each(ids: tuple[int, ...], message: str) -> tuple[tuple[int, str], ...]:
     return tuple((seq_id, message) for seq_id in ids)
 
 
+def _candidate_params(params: SamplingParams, index: int) -> SamplingParams:
+    """Candidate ``index``'s sampling settings: a seeded request stays reproducible but
+    its candidates differ (seed + index). Unseeded ones need nothing: every sequence
+    draws its own random noise."""
+    if params.seed is None or index == 0:
+        return params
+    return replace(params, seed=params.seed + index)
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -403,9 +412,11 @@ class Engine:
         )
         self._queue: FairQueue[Job] = FairQueue()
         self._jobs: dict[str, Job] = {}  # every live (non-terminal) job by id
-        self._seq_of: dict[Job, int] = {}  # live jobs handed to the worker
-        self._job_of: dict[int, Job] = {}
-        self._pending: dict[int, Job] = {}  # handed over, not started yet (dispatch order)
+        self._seqs_of: dict[Job, tuple[int, ...]] = {}  # live jobs handed to the worker
+        # Sequence -> (job, candidate index), only while that candidate is still writing.
+        self._job_of: dict[int, tuple[Job, int]] = {}
+        # Handed over, no candidate started yet, in dispatch order (values unused).
+        self._pending: dict[Job, None] = {}
         self._inflight: set[int] = set()  # sequences the worker still holds
         self._deadlines: dict[Job, asyncio.TimerHandle] = {}
         self._seq_ids = itertools.count(1)
@@ -438,9 +449,18 @@ class Engine:
     # -- what callers use --------------------------------------------------------------
 
     def submit(self, request: GenerationRequest) -> Job:
-        """Queue a request, or refuse it at once with ``LimitReached``/``QueueFull``."""
+        """Queue a request, or refuse it at once with ``LimitReached``/``QueueFull``.
+
+        ``ValueError`` if the request wants more candidates than the worker runs at once:
+        such a job could never be dispatched.
+        """
         if self._closed:
             raise GenerationFailed(CLOSED)
+        if request.n > self._worker.capacity:
+            raise ValueError(
+                f"{request.n} candidates exceed the worker's capacity of "
+                f"{self._worker.capacity} sequences"
+            )
         if request.job_id is not None and request.job_id in self._jobs:
             raise ValueError(f"job id {request.job_id!r} is already live")
         try:
@@ -497,58 +517,80 @@ class Engine:
             self._loop.call_soon(self._pump)
 
     def _pump(self) -> None:
-        """Hand the next jobs in fair order to the worker while it has room."""
+        """Hand the next jobs in fair order to the worker while it has room.
+
+        A job takes one slot per candidate and goes only when all of them fit, so its
+        candidates are prefilled and decoded together. Strict head of line: when the
+        next job in fair order needs more slots than are free, nothing behind it is
+        dispatched until running sequences free enough. Letting smaller jobs overtake
+        would refill every freed slot and could starve a best-of-n job forever; waiting
+        keeps the fair order exactly and costs at most n - 1 idle slots, for no longer
+        than the running jobs take to end (each bounded by ``job_timeout_s``).
+        """
         self._pump_scheduled = False
         if self._closed:
             return
         batch: list[SequenceInput] = []
-        while self._queue and len(self._inflight) < self._worker.capacity:
+        while self._queue:
+            free = self._worker.capacity - len(self._inflight)
+            if free < 1:
+                break
+            # Iterating replays pop()'s order, so its first item is the one pop() takes.
+            if next(iter(self._queue)).request.n > free:
+                break
             job = self._queue.pop()
-            seq_id = next(self._seq_ids)
-            self._seq_of[job] = seq_id
-            self._job_of[seq_id] = job
-            self._pending[seq_id] = job
-            self._inflight.add(seq_id)
             request = job.request
-            batch.append(SequenceInput(seq_id, request.messages, request.params))
+            seq_ids = tuple(next(self._seq_ids) for _ in range(request.n))
+            self._seqs_of[job] = seq_ids
+            self._pending[job] = None
+            for index, seq_id in enumerate(seq_ids):
+                self._job_of[seq_id] = (job, index)
+                self._inflight.add(seq_id)
+                params = _candidate_params(request.params, index)
+                batch.append(SequenceInput(seq_id, request.messages, params))
         # Popping the head of the line and appending it to _pending keeps everyone's
         # position as it was, so no refresh is needed here.
         if batch:
             self._worker.dispatch(batch)
 
     def _refresh_positions(self) -> None:
-        waiting = itertools.chain(self._pending.values(), self._queue)
+        waiting = itertools.chain(self._pending, self._queue)
         for position, job in enumerate(waiting, start=1):
             job._set_position(position)
 
     def _on_report(self, report: WorkerReport) -> None:
         moved = False
         for seq_id in report.started:
-            job = self._job_of.get(seq_id)
-            if self._pending.pop(seq_id, None) is not None and job is not None:
+            owner = self._job_of.get(seq_id)
+            # The job runs from its first candidate's start (they usually start together).
+            if owner is not None and owner[0] in self._pending:
+                job = owner[0]
+                del self._pending[job]
                 job._mark_running(report.started_at)
                 moved = True
         for update in report.updates:
-            job = self._job_of.get(update.seq_id)
-            if job is None:
+            owner = self._job_of.get(update.seq_id)
+            if owner is None:
                 continue  # ended on this side already (cancelled, timed out, stopped)
-            if job._apply(update, report.at):
-                self._end(job, JobState.DONE, finish_reason="stop")
+            job, index = owner
+            if job._apply(index, update, report.at):
+                # The worker is still writing past the stop string unless it also ended.
+                held = update.finished is None
+                self._end_candidate(update.seq_id, finish_reason="stop", cancel=held)
             elif update.finished is not None:
-                self._end(job, JobState.DONE, finish_reason=update.finished, let_go=True)
+                self._end_candidate(update.seq_id, finish_reason=update.finished)
         for seq_id, message in report.failed:
-            job = self._job_of.get(seq_id)
-            if job is not None:
-                self._end(job, JobState.FAILED, error=message, let_go=True)
+            if seq_id in self._job_of:
+                self._end_candidate(seq_id, error=message)
         if report.failed:
             log.warning("worker failed %d sequences", len(report.failed))
         for seq_id in report.released:
             self._inflight.discard(seq_id)
-            job = self._job_of.pop(seq_id, None)
-            if job is not None and not job.done:
+            owner = self._job_of.get(seq_id)
+            if owner is not None:
                 # The worker dropped a sequence it never finished: a worker bug.
-                log.error("worker released unfinished job %s", job.id)
-                self._end(job, JobState.FAILED, error=STEP_FAILED, let_go=True)
+                log.error("worker released an unfinished sequence of job %s", owner[0].id)
+                self._end_candidate(seq_id, error=STEP_FAILED)
         if moved:
             self._refresh_positions()
         if report.released:
@@ -564,9 +606,62 @@ class Engine:
 
     def _on_deadline(self, job: Job) -> None:
         self._deadlines.pop(job, None)
-        if not job.done:
-            queued = job.state is JobState.QUEUED
-            self._end(job, JobState.TIMED_OUT, error=QUEUE_TIMEOUT if queued else RUN_TIMEOUT)
+        if job.done:
+            return
+        if job._finished_candidates():
+            # Some candidates of a best-of-n job are complete: a finished text is worth
+            # more to the member than a cut-off one, so the rest are stopped instead.
+            self._settle(job)
+            return
+        queued = job.state is JobState.QUEUED
+        self._end(job, JobState.TIMED_OUT, error=QUEUE_TIMEOUT if queued else RUN_TIMEOUT)
+
+    def _end_candidate(
+        self,
+        seq_id: int,
+        *,
+        finish_reason: JobFinishReason | None = None,
+        error: str | None = None,
+        cancel: bool = False,
+    ) -> None:
+        """One candidate has ended; the job ends with its last candidate.
+
+        ``cancel``: the worker is still running the sequence (a stop string ended it).
+        """
+        job, index = self._job_of.pop(seq_id)
+        if cancel and seq_id in self._inflight:
+            self._worker.cancel((seq_id,))
+        if job._end_candidate(index, finish_reason=finish_reason, error=error):
+            self._settle(job)
+
+    def _settle(self, job: Job) -> None:
+        """End ``job`` on its candidates' outcome: DONE with the chosen one among those
+        that finished (any still writing are stopped), FAILED if none finished."""
+        finished = job._finished_candidates()
+        if not finished:
+            self._end(job, JobState.FAILED, error=job._first_error() or STEP_FAILED)
+            return
+        chosen = finished[self._choose(job, finished)]
+        self._end(
+            job, JobState.DONE, finish_reason=job._candidate_finish_reason(chosen), chosen=chosen
+        )
+
+    def _choose(self, job: Job, finished: list[int]) -> int:
+        """The request's pick among the finished candidates (an index into ``finished``)."""
+        choose = job.request.choose
+        if choose is None or len(finished) == 1:
+            return 0
+        texts = [job.candidates[i] for i in finished]
+        try:
+            pick = choose(texts)
+        except Exception:
+            # A broken picker must not lose finished writing: keep the first.
+            log.exception("choosing among the candidates of job %s failed", job.id)
+            return 0
+        if not isinstance(pick, int) or not 0 <= pick < len(texts):
+            log.error("job %s: choose() returned %r for %d candidates", job.id, pick, len(texts))
+            return 0
+        return pick
 
     def _end(
         self,
@@ -575,29 +670,32 @@ class Engine:
         *,
         finish_reason: JobFinishReason | None = None,
         error: str | None = None,
-        let_go: bool = False,
+        chosen: int | None = None,
     ) -> None:
-        """The one place a job ends: free its place in line, its limits and its sequence.
+        """The one place a job ends: free its place in line, its limits and its sequences.
 
-        ``let_go``: the worker already dropped the sequence (it finished or failed there),
-        so there is nothing to cancel.
+        Candidates still writing are cancelled on the worker; those that ended there
+        already were forgotten when they ended.
         """
         was_waiting = job.state is JobState.QUEUED
         self._queue.remove(job)
-        seq_id = self._seq_of.pop(job, None)
-        if seq_id is not None:
-            self._pending.pop(seq_id, None)
+        self._pending.pop(job, None)
+        stop: list[int] = []
+        for seq_id in self._seqs_of.pop(job, ()):
             # Forget the mapping now so late updates are ignored, but keep the sequence
             # in _inflight until the worker says it has let go (room is real room).
-            self._job_of.pop(seq_id, None)
-            if not let_go and seq_id in self._inflight:
-                self._worker.cancel((seq_id,))
+            if self._job_of.pop(seq_id, None) is not None and seq_id in self._inflight:
+                stop.append(seq_id)
+        if stop:
+            self._worker.cancel(stop)
         deadline = self._deadlines.pop(job, None)
         if deadline is not None:
             deadline.cancel()
         del self._jobs[job.id]
         self._limits.discard(job.request.guild_id, job.request.user_id)
-        job._finish(state, time.monotonic(), finish_reason=finish_reason, error=error)
+        job._finish(
+            state, time.monotonic(), finish_reason=finish_reason, error=error, chosen=chosen
+        )
         self._counts[state.value] += 1
         timings = job.timings
         log.debug(

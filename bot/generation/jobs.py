@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -45,12 +45,21 @@ class GenerationRequest:
     # A durable job passes its own id (e.g. a DB row id) so buttons and rows can find
     # it again; otherwise the engine makes a fresh uuid hex.
     job_id: str | None = None
+    # Candidates sampled from the same prompt and run side by side (best-of-n): each
+    # takes a worker slot, but the job counts once for queue place and limits.
+    n: int = 1
+    # Picks the winner among the texts of the candidates that finished (an index into
+    # that sequence); None keeps the first. A function is not data: it stays out of
+    # equality and repr.
+    choose: Callable[[Sequence[str]], int] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.messages:
             raise ValueError("a generation request needs at least one message")
         if self.params.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
+        if self.n < 1:
+            raise ValueError("a generation request needs at least one candidate (n >= 1)")
 
 
 @dataclass(slots=True)
@@ -123,8 +132,26 @@ class StopFilter:
         return 0
 
 
+@dataclass(slots=True)
+class _Candidate:
+    """One of a job's sampled texts (a job has ``request.n`` of them)."""
+
+    filter: StopFilter
+    tokens: int = 0
+    finish_reason: JobFinishReason | None = None  # set when it finished writing
+    error: str | None = None  # set when it failed
+
+    @property
+    def ended(self) -> bool:
+        return self.finish_reason is not None or self.error is not None
+
+
 class Job:
-    """One request's life on the event loop: queue position, streamed text, outcome."""
+    """One request's life on the event loop: queue position, streamed text, outcome.
+
+    A request with ``n > 1`` writes several candidates at once; ``text`` follows
+    candidate 0 while they are written and is the chosen one once the job is DONE.
+    """
 
     def __init__(
         self,
@@ -138,8 +165,8 @@ class Job:
         self._id = request.job_id or uuid.uuid4().hex
         self._on_cancel = on_cancel
         self._state = JobState.QUEUED
-        self._filter = StopFilter(request.params.stop)
-        self._generated_tokens = 0
+        self._candidates = [_Candidate(StopFilter(request.params.stop)) for _ in range(request.n)]
+        self._chosen: int | None = None
         self._position: int | None = None
         self._finish_reason: JobFinishReason | None = None
         self._error: str | None = None
@@ -151,7 +178,8 @@ class Job:
         self._changed: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<Job {self._id} {self._state.value} tokens={self._generated_tokens}>"
+        state, tokens = self._state.value, self.generated_tokens
+        return f"<Job {self._id} {state} n={self._request.n} tokens={tokens}>"
 
     # -- what callers read ------------------------------------------------------------
 
@@ -173,8 +201,21 @@ class Job:
 
     @property
     def text(self) -> str:
-        """The text so far (final once ``done``), stop strings already applied."""
-        return self._filter.visible
+        """The text so far (final once ``done``), stop strings already applied.
+
+        Candidate 0's text until the job is DONE, then the chosen candidate's.
+        """
+        return self._candidates[self._chosen or 0].filter.visible
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """Every candidate's text so far, in candidate order (one item when ``n == 1``)."""
+        return tuple(c.filter.visible for c in self._candidates)
+
+    @property
+    def chosen(self) -> int | None:
+        """Which candidate ``text`` is, once the job is DONE; None before or otherwise."""
+        return self._chosen
 
     @property
     def position(self) -> int | None:
@@ -183,7 +224,8 @@ class Job:
 
     @property
     def generated_tokens(self) -> int:
-        return self._generated_tokens
+        """Tokens generated over all candidates."""
+        return sum(c.tokens for c in self._candidates)
 
     @property
     def finish_reason(self) -> JobFinishReason | None:
@@ -201,7 +243,7 @@ class Job:
             state=self._state,
             text=self.text,
             position=self._position,
-            generated_tokens=self._generated_tokens,
+            generated_tokens=self.generated_tokens,
             finish_reason=self._finish_reason,
             error=self._error,
         )
@@ -247,14 +289,42 @@ class Job:
         self.timings.started_wall = _now()
         self._notify()
 
-    def _apply(self, update: SequenceUpdate, at: float) -> bool:
-        """Take one step's output; True if a stop string has now ended the text."""
+    def _apply(self, index: int, update: SequenceUpdate, at: float) -> bool:
+        """Take one step's output for candidate ``index``; True if a stop string has now
+        ended that candidate's text."""
         if self.timings.first_token_at is None:
             self.timings.first_token_at = at
-        self._generated_tokens = update.generated_tokens
-        self._filter.feed(update.text_delta)
+        candidate = self._candidates[index]
+        candidate.tokens = update.generated_tokens
+        candidate.filter.feed(update.text_delta)
         self._notify()
-        return self._filter.stopped
+        return candidate.filter.stopped
+
+    def _end_candidate(
+        self,
+        index: int,
+        *,
+        finish_reason: JobFinishReason | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record how candidate ``index`` ended; True once every candidate has ended."""
+        assert (finish_reason is None) != (error is None), (finish_reason, error)
+        candidate = self._candidates[index]
+        if finish_reason is not None:
+            candidate.filter.flush()
+        candidate.finish_reason = finish_reason
+        candidate.error = error
+        return all(c.ended for c in self._candidates)
+
+    def _finished_candidates(self) -> list[int]:
+        """Indices of the candidates that finished writing (not failed, not cut off)."""
+        return [i for i, c in enumerate(self._candidates) if c.finish_reason is not None]
+
+    def _candidate_finish_reason(self, index: int) -> JobFinishReason | None:
+        return self._candidates[index].finish_reason
+
+    def _first_error(self) -> str | None:
+        return next((c.error for c in self._candidates if c.error is not None), None)
 
     def _finish(
         self,
@@ -263,13 +333,17 @@ class Job:
         *,
         finish_reason: JobFinishReason | None = None,
         error: str | None = None,
+        chosen: int | None = None,
     ) -> None:
         assert state.terminal and not self.done, (state, self._state)
-        self._filter.flush()
+        assert (chosen is not None) == (state is JobState.DONE), (state, chosen)
+        for candidate in self._candidates:
+            candidate.filter.flush()
         self._state = state
         self._position = None
         self._finish_reason = finish_reason
         self._error = error
+        self._chosen = chosen
         self.timings.finished_at = at
         self.timings.finished_wall = _now()
         self._done.set_result(None)

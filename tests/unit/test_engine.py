@@ -31,6 +31,8 @@ def req(
     guild: int | None = 1,
     user: int = 1,
     job_id: str | None = None,
+    n: int = 1,
+    choose: Callable[[Sequence[str]], int] | None = None,
     **params: Any,
 ) -> GenerationRequest:
     params.setdefault("max_new_tokens", 50)
@@ -40,6 +42,8 @@ def req(
         guild_id=guild,
         user_id=user,
         job_id=job_id,
+        n=n,
+        choose=choose,
     )
 
 
@@ -473,6 +477,277 @@ async def test_the_event_loop_keeps_running_while_the_model_is_busy(
     backend.allow(1)
     await job.wait()
     assert job.state is JobState.DONE
+
+
+# -- several candidates per job ---------------------------------------------------------
+
+
+def seeded_words(seq: SequenceInput) -> list[str]:
+    """A script that differs per candidate: seed s writes "s<s>" then s - 100 words.
+
+    Seeds are 100 + candidate index in these tests, so candidate i writes i + 1 tokens.
+    """
+    seed = seq.params.seed
+    assert seed is not None
+    return [f"s{seed}", *(f" w{i}" for i in range(seed - 100))]
+
+
+async def test_candidates_are_dispatched_together_with_distinct_seeds(
+    make_engine: MakeEngine,
+) -> None:
+    engine, backend = await make_engine(FakeStepBackend(script=seeded_words))
+
+    job = engine.submit(req("poem", n=3, seed=100))
+    assert job.position == 1 and job.candidates == ("", "", "")
+    await job.wait()
+
+    assert len(backend.add_calls) == 1 and len(backend.add_calls[0]) == 3  # one prefill
+    seeds = [backend.params[seq].seed for seq in backend.add_calls[0]]
+    assert seeds == [100, 101, 102]
+    assert {content(backend, seq) for seq in backend.add_calls[0]} == {"poem"}
+    assert job.state is JobState.DONE
+    assert job.candidates == ("s100", "s101 w0", "s102 w0 w1")
+    assert (job.chosen, job.text) == (0, "s100")  # no choose: the first
+    assert job.generated_tokens == 1 + 2 + 3  # every candidate's tokens
+    assert job.finish_reason == "eos"
+    await until(lambda: engine.idle)
+    assert engine.stats().done == 1
+
+
+async def test_unseeded_candidates_leave_the_seed_to_the_backend(make_engine: MakeEngine) -> None:
+    engine, backend = await make_engine()
+    job = engine.submit(req("a b", n=2))
+    await job.wait()
+    # Each unseeded row draws its own noise in the sampler; no seed is invented here.
+    assert [backend.params[seq].seed for seq in backend.add_calls[0]] == [None, None]
+    assert job.candidates == ("a b", "a b")
+
+
+async def test_choose_picks_among_the_candidates(make_engine: MakeEngine) -> None:
+    engine, _ = await make_engine(FakeStepBackend(script=seeded_words))
+    seen: list[Sequence[str]] = []
+
+    def longest(texts: Sequence[str]) -> int:
+        seen.append(texts)
+        return max(range(len(texts)), key=lambda i: len(texts[i]))
+
+    job = engine.submit(req("poem", n=3, seed=100, choose=longest))
+    await job.wait()
+
+    assert list(seen[0]) == ["s100", "s101 w0", "s102 w0 w1"]
+    assert (job.state, job.chosen, job.text) == (JobState.DONE, 2, "s102 w0 w1")
+    assert job.snapshot().text == "s102 w0 w1"
+
+
+async def test_a_broken_choose_keeps_the_first_candidate(make_engine: MakeEngine) -> None:
+    engine, _ = await make_engine(FakeStepBackend(script=seeded_words), member_inflight_limit=3)
+
+    def broken(texts: Sequence[str]) -> int:
+        raise RuntimeError("a bug in the picker")
+
+    raising = engine.submit(req("poem", n=2, seed=100, choose=broken))
+    out_of_range = engine.submit(req("poem", n=2, seed=100, choose=lambda texts: 7))
+    for job in (raising, out_of_range):
+        await job.wait()
+        assert (job.state, job.chosen, job.text) == (JobState.DONE, 0, "s100")
+
+
+async def test_text_follows_candidate_zero_while_running(make_engine: MakeEngine) -> None:
+    engine, backend = await make_engine(FakeStepBackend(manual_steps=True, script=seeded_words))
+    job = engine.submit(req("poem", n=3, seed=100, choose=lambda texts: len(texts) - 1))
+    await until(lambda: job.state is JobState.RUNNING)
+    backend.allow(1)
+    await until(lambda: job.generated_tokens == 5)  # 1 + 2 + 2: candidate 0 ended at once
+
+    assert job.text == "s100" and job.chosen is None
+    assert job.candidates == ("s100", "s101 w0", "s102 w0")
+    backend.open()
+    await job.wait()
+    assert (job.chosen, job.text) == (2, "s102 w0 w1")
+
+
+async def test_a_job_with_candidates_counts_once_in_line(make_engine: MakeEngine) -> None:
+    engine, backend = await make_engine(
+        FakeStepBackend(manual_steps=True), max_batch_size=4, member_inflight_limit=5
+    )
+    running = engine.submit(req("r1 r2 r3", guild=1, user=1))
+    await until(lambda: running.state is JobState.RUNNING)
+
+    best_of = engine.submit(req("b x", guild=1, user=2, n=3))  # needs 3 of the 3 free slots
+    after = engine.submit(req("a x", guild=2, user=3))
+    await asyncio.sleep(0)  # let submit()'s dispatch run
+    assert engine.stats().queued == 2  # jobs, not sequences
+    backend.open()
+    for job in (running, best_of, after):
+        await job.wait()
+
+    assert best_of.candidates == ("b x", "b x", "b x")
+    assert [len(call) for call in backend.add_calls] == [1, 3, 1]
+    assert max(backend.step_sizes) == 4
+
+
+async def test_a_job_waiting_for_room_holds_the_line_behind_it(make_engine: MakeEngine) -> None:
+    # Strict head of line: the smaller job behind may not take the one free slot, or a
+    # stream of small jobs could keep a best-of-n job waiting forever.
+    engine, backend = await make_engine(
+        FakeStepBackend(manual_steps=True), max_batch_size=2, member_inflight_limit=5
+    )
+    running = engine.submit(req("r1 r2 r3", guild=1, user=1))
+    await until(lambda: running.state is JobState.RUNNING)
+    best_of = engine.submit(req("b x", guild=1, user=2, n=2))
+    small = engine.submit(req("s x", guild=2, user=3))
+    assert (best_of.position, small.position) == (1, 2)  # the 2 candidates count once
+
+    backend.allow(1)
+    await until(lambda: running.generated_tokens == 2)
+    assert best_of.state is JobState.QUEUED and small.state is JobState.QUEUED
+    assert (best_of.position, small.position) == (1, 2)
+
+    backend.open()
+    for job in (running, best_of, small):
+        await job.wait()
+    served = [sorted(content(backend, seq) for seq in call) for call in backend.add_calls]
+    assert served == [["r1 r2 r3"], ["b x", "b x"], ["s x"]]
+
+
+async def test_limits_count_a_job_with_candidates_once(make_engine: MakeEngine) -> None:
+    engine, _ = await make_engine(
+        FakeStepBackend(manual_steps=True),
+        member_inflight_limit=2,
+        guild_queue_limit=3,
+        queue_limit=4,
+    )
+    engine.submit(req("a", guild=1, user=1, n=4))
+    engine.submit(req("b", guild=1, user=1, n=4))
+    with pytest.raises(LimitReached, match="You already have 2 requests"):
+        engine.submit(req("c", guild=1, user=1))
+
+    engine.submit(req("d", guild=1, user=2, n=3))
+    with pytest.raises(LimitReached, match="This server already has 3 requests"):
+        engine.submit(req("e", guild=1, user=3))
+
+    engine.submit(req("f", guild=2, user=4, n=8))
+    with pytest.raises(QueueFull, match="4 requests waiting or in progress"):
+        engine.submit(req("g", guild=3, user=5))
+    assert engine.stats().submitted == 4
+
+
+async def test_more_candidates_than_the_worker_runs_at_once_are_refused(
+    make_engine: MakeEngine,
+) -> None:
+    engine, _ = await make_engine(max_batch_size=4)
+
+    with pytest.raises(ValueError, match="5 candidates exceed the worker's capacity of 4"):
+        engine.submit(req(n=5))
+
+    assert engine.stats().submitted == 0 and engine.idle
+    job = engine.submit(req("just fits", n=4))
+    await job.wait()
+    assert job.candidates == ("just fits",) * 4
+
+
+async def test_cancel_ends_every_candidate(make_engine: MakeEngine) -> None:
+    engine, backend = await make_engine(FakeStepBackend(manual_steps=True))
+    job = engine.submit(req("a b c d e f g h", n=3))
+    await until(lambda: job.state is JobState.RUNNING)
+    backend.allow(1)
+    await until(lambda: job.generated_tokens == 6)
+
+    assert job.cancel()
+    assert job.state is JobState.CANCELLED and job.chosen is None
+    assert job.text == "a b " and job.candidates == ("a b ",) * 3  # partial text kept
+
+    backend.allow(1)  # the step in flight ends; all three leave at that boundary
+    seqs = set(backend.add_calls[0])
+    await until(lambda: seqs <= set(backend.removed))
+    await until(lambda: engine.idle)
+    assert backend.active == 0 and job.generated_tokens == 6
+
+
+async def test_a_failing_candidate_leaves_the_choice_to_the_others(
+    make_engine: MakeEngine,
+) -> None:
+    backend = FakeStepBackend(script=seeded_words, fail_add=lambda s: s.params.seed == 101)
+    engine, _ = await make_engine(backend)
+    seen: list[Sequence[str]] = []
+
+    def last(texts: Sequence[str]) -> int:
+        seen.append(texts)
+        return len(texts) - 1
+
+    job = engine.submit(req("poem", n=3, seed=100, choose=last))
+    await job.wait()
+
+    assert list(seen[0]) == ["s100", "s102 w0 w1"]  # only the finished ones are offered
+    assert (job.state, job.chosen, job.text) == (JobState.DONE, 2, "s102 w0 w1")
+    assert job.candidates[1] == ""
+    assert engine.stats().failed == 0
+
+
+async def test_a_job_fails_only_when_every_candidate_fails(make_engine: MakeEngine) -> None:
+    engine, _ = await make_engine(FakeStepBackend(fail_add=lambda s: True))
+
+    job = engine.submit(req("poem", n=2, choose=lambda texts: 0))
+    await job.wait()
+
+    assert job.state is JobState.FAILED and job.chosen is None
+    assert job.error is not None and "try again" in job.error
+    await until(lambda: engine.idle)
+
+
+async def test_stop_strings_apply_to_each_candidate(make_engine: MakeEngine) -> None:
+    def script(seq: SequenceInput) -> list[str]:
+        if seq.params.seed == 100:
+            return ["Roses ", "red. ", "THE ", "END ", "never ", "shown"]
+        return ["Violets ", "blue. ", "still ", "going ", "on ", "and ", "on"]
+
+    engine, backend = await make_engine(FakeStepBackend(manual_steps=True, script=script))
+    job = engine.submit(req("x", n=2, seed=100, stop=("THE END",), choose=lambda t: 0))
+    await until(lambda: job.state is JobState.RUNNING)
+    backend.allow(3)
+    await until(lambda: job.generated_tokens == 8)
+
+    assert job.candidates == ("Roses red. ", "Violets blue. still going ")
+    assert not job.done  # the other candidate is still writing
+    backend.allow(1)  # the step in flight ends; the stopped one leaves at that boundary
+    stopped = backend.add_calls[0][0]
+    await until(lambda: stopped in backend.removed)
+    backend.open()
+    await job.wait()
+
+    assert job.candidates == ("Roses red. ", "Violets blue. still going on and on")
+    assert (job.text, job.finish_reason) == ("Roses red. ", "stop")
+
+
+async def test_a_timeout_keeps_the_candidates_that_finished(make_engine: MakeEngine) -> None:
+    def script(seq: SequenceInput) -> list[str]:
+        return ["short"] if seq.params.seed == 100 else ["long "] * 10
+
+    engine, backend = await make_engine(
+        FakeStepBackend(manual_steps=True, script=script), job_timeout_s=0.3
+    )
+    # Candidate 0 ends with its first token; the others wait on a step that never comes.
+    job = engine.submit(req("poem", n=3, seed=100))
+    await asyncio.wait_for(job.wait(), 2)
+
+    assert (job.state, job.chosen, job.text) == (JobState.DONE, 0, "short")
+    assert job.candidates == ("short", "long ", "long ")
+    backend.open()
+    others = set(backend.add_calls[0][1:])
+    await until(lambda: others <= set(backend.removed))
+    await until(lambda: engine.idle)
+
+
+async def test_close_ends_every_candidate(make_engine: MakeEngine) -> None:
+    engine, backend = await make_engine(FakeStepBackend(manual_steps=True))
+    job = engine.submit(req("a b c d", n=2))
+    await until(lambda: job.state is JobState.RUNNING)
+
+    backend.open()
+    await asyncio.wait_for(engine.close(), 3)
+
+    assert job.state is JobState.CANCELLED and job.error is not None
+    assert "shutting down" in job.error
 
 
 # -- shutdown --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,49 @@ def test_request_needs_messages_and_a_token_budget() -> None:
         )
 
 
+def test_request_needs_at_least_one_candidate_and_choose_is_not_data() -> None:
+    def make(**extra: Any) -> GenerationRequest:
+        return GenerationRequest(
+            messages=({"role": "user", "content": "hi"},),
+            params=SamplingParams(),
+            guild_id=None,
+            user_id=1,
+            **extra,
+        )
+
+    with pytest.raises(ValueError, match="n >= 1"):
+        make(n=0)
+    assert make().n == 1 and make().choose is None
+    picky = make(n=3, choose=len)
+    assert picky == make(n=3, choose=lambda texts: 0)  # a function is not compared
+    assert "choose" not in repr(picky)
+
+
+async def test_candidates_stream_separately_and_text_is_the_chosen_one_once_done() -> None:
+    request = GenerationRequest(
+        messages=({"role": "user", "content": "x"},),
+        params=SamplingParams(stop=("END",)),
+        guild_id=None,
+        user_id=1,
+        n=3,
+    )
+    job = Job(request, submitted_at=0.0, on_cancel=lambda job: False)
+    job._mark_running(1.0)
+    job._apply(1, SequenceUpdate(11, "one", 1), 1.1)
+    assert job.timings.first_token_at == 1.1  # any candidate's first token counts
+    job._apply(0, SequenceUpdate(10, "zero", 1), 1.2)
+    assert job._apply(2, SequenceUpdate(12, "two END more", 3), 1.3)  # its own stop string
+    assert job.text == "zero" and job.candidates == ("zero", "one", "two ")
+    assert job.generated_tokens == 5 and job.chosen is None
+
+    assert not job._end_candidate(0, finish_reason="eos")
+    assert not job._end_candidate(1, error="broke")
+    assert job._end_candidate(2, finish_reason="stop")  # the last one has ended
+    assert job._finished_candidates() == [0, 2]
+    job._finish(JobState.DONE, 2.0, finish_reason="stop", chosen=2)
+    assert (job.text, job.chosen, job.snapshot().text) == ("two ", 2, "two ")
+
+
 def test_terminal_states() -> None:
     assert {s for s in JobState if s.terminal} == {
         JobState.DONE,
@@ -93,8 +137,8 @@ async def test_updates_coalesce_for_a_slow_reader_and_end_after_the_terminal_sta
 
     # Three changes while the reader is away: it sees only the newest one.
     job._mark_running(1.0)
-    job._apply(SequenceUpdate(1, "a ", 1), 1.1)
-    job._apply(SequenceUpdate(1, "b", 2), 1.2)
+    job._apply(0, SequenceUpdate(1, "a ", 1), 1.1)
+    job._apply(0, SequenceUpdate(1, "b", 2), 1.2)
     second = await anext(stream)
     assert (second.state, second.text, second.generated_tokens) == (JobState.RUNNING, "a b", 2)
 
@@ -102,7 +146,7 @@ async def test_updates_coalesce_for_a_slow_reader_and_end_after_the_terminal_sta
     pending = asyncio.ensure_future(anext(stream))
     await asyncio.sleep(0)
     assert not pending.done()
-    job._finish(JobState.DONE, 2.0, finish_reason="eos")
+    job._finish(JobState.DONE, 2.0, finish_reason="eos", chosen=0)
     third = await pending
     assert third.state is JobState.DONE and third.finish_reason == "eos"
     with pytest.raises(StopAsyncIteration):
