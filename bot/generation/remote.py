@@ -7,7 +7,9 @@ vLLM, TGI, llama.cpp's server and Ollama all speak ``POST {base}/chat/completion
 The engine keeps its job: admission, fairness, deadlines, stop strings. This worker only
 runs what it is handed, one asyncio task per sequence on the event loop (no thread), at
 most ``concurrency`` at once, which is its ``capacity``, so the engine's fair queue still
-decides who goes next rather than the server's arrival order.
+decides who goes next rather than the server's arrival order. A job with several
+candidates arrives as that many sequences, so each candidate is its own streamed request
+(seeded with seed + index by the engine when the job has a seed).
 
 Failures are per request. Busy answers (429, 5xx) and connection errors are retried with
 backoff, but only before the first token has reached the member: a retry after that

@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,23 @@ KEY = "sk-atelier-test-0123456789"
 MakeEngine = Callable[..., Awaitable[Engine]]
 
 
-def req(text: str = "a b c", *, guild: int | None = 1, user: int = 1, **params: Any) -> Any:
+def req(
+    text: str = "a b c",
+    *,
+    guild: int | None = 1,
+    user: int = 1,
+    n: int = 1,
+    choose: Callable[[Sequence[str]], int] | None = None,
+    **params: Any,
+) -> Any:
     params.setdefault("max_new_tokens", 50)
     return GenerationRequest(
         messages=({"role": "user", "content": text},),
         params=SamplingParams(**params),
         guild_id=guild,
         user_id=user,
+        n=n,
+        choose=choose,
     )
 
 
@@ -391,6 +401,70 @@ def test_dispatch_before_start_fails_at_once() -> None:
     worker._sink = reports.append  # what start() would set, without a session
     worker.dispatch([SequenceInput(7, ({"role": "user", "content": "x"},), SamplingParams())])
     assert reports[0].failed == ((7, ADD_FAILED),) and reports[0].released == (7,)
+
+
+# -- several candidates per job ---------------------------------------------------------
+
+
+async def test_each_candidate_is_its_own_streamed_request(
+    server: FakeOpenAIServer, make_engine: MakeEngine
+) -> None:
+    server.chunk_delay_s = 0.01
+    engine = await make_engine(concurrency=2)
+    offered: list[Sequence[str]] = []
+
+    def second(texts: Sequence[str]) -> int:
+        offered.append(texts)
+        return 1
+
+    job = engine.submit(req("one two three", n=2, seed=5, choose=second))
+    await job.wait()
+
+    assert job.state is JobState.DONE and job.finish_reason == "eos"
+    assert job.candidates == ("one two three", "one two three")
+    assert (job.chosen, job.text) == (1, "one two three")
+    assert list(offered[0]) == ["one two three"] * 2
+    assert job.generated_tokens == 6  # both candidates' tokens
+    assert sorted(r.body["seed"] for r in server.requests) == [5, 6]  # distinct seeds
+    assert server.peak == 2 and server.completed == 2  # streamed side by side
+    await until(lambda: engine.idle)
+
+
+async def test_a_refused_candidate_leaves_the_job_to_the_other(
+    server: FakeOpenAIServer, make_engine: MakeEngine
+) -> None:
+    server.fail_next(Fault(status=400))
+    engine = await make_engine(concurrency=2)
+
+    job = engine.submit(req("still here", n=2))
+    await job.wait()
+
+    assert job.state is JobState.DONE and job.text == "still here"
+    assert sorted(job.candidates) == ["", "still here"]
+    assert job.chosen == job.candidates.index("still here")
+    assert len(server.requests) == 2  # a 400 is not retried
+
+
+async def test_cancel_closes_every_candidate_stream(
+    server: FakeOpenAIServer, make_engine: MakeEngine
+) -> None:
+    server.chunk_delay_s = 0.05
+    engine = await make_engine(concurrency=2)
+
+    job = engine.submit(req(" ".join(f"w{i}" for i in range(200)), n=2))
+    await until(lambda: all(text.count(" ") >= 2 for text in job.candidates))
+    assert job.cancel()
+
+    await until(lambda: server.disconnects == 2)  # the server saw both hang up
+    assert job.state is JobState.CANCELLED and job.text.startswith("w0 w1 ")
+    await until(lambda: engine.idle and server.active == 0)
+    assert server.completed == 0 and len(server.requests) == 2
+
+
+async def test_more_candidates_than_the_concurrency_are_refused(make_engine: MakeEngine) -> None:
+    engine = await make_engine(concurrency=2)
+    with pytest.raises(ValueError, match="capacity of 2"):
+        engine.submit(req(n=3))
 
 
 # -- the real peer: llama.cpp's server -------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -40,3 +41,36 @@ async def test_concurrent_poems_stream_through_the_engine(loaded: LoadedModel) -
         assert "<|" not in job.text
         assert 1 <= job.generated_tokens <= 12 + 4 * i
         assert job.timings.first_token_at is not None
+
+
+async def test_candidates_of_one_job_write_different_poems(loaded: LoadedModel) -> None:
+    engine = Engine(LocalBackend(loaded, max_batch_size=4), EngineConfig(max_batch_size=4))
+    await engine.start()
+    offered: list[Sequence[str]] = []
+
+    def longest(texts: Sequence[str]) -> int:
+        offered.append(texts)
+        return max(range(len(texts)), key=lambda i: len(texts[i]))
+
+    try:
+        job = engine.submit(
+            GenerationRequest(
+                messages=poem_messages("the sea at dawn", "haiku"),
+                params=SamplingParams(max_new_tokens=24, seed=3),
+                guild_id=1,
+                user_id=1,
+                n=3,
+                choose=longest,
+            )
+        )
+        await asyncio.wait_for(job.wait(), timeout=120)
+    finally:
+        await engine.close()
+    assert job.state is JobState.DONE, job.error
+    assert len(job.candidates) == 3 and all(text.strip() for text in job.candidates)
+    assert len(set(job.candidates)) == 3  # seeds 3, 4, 5: three different poems
+    assert all("<|" not in text for text in job.candidates)
+    assert job.chosen is not None and job.text == job.candidates[job.chosen]
+    assert len(job.text) == max(len(text) for text in job.candidates)
+    assert list(offered[0]) == list(job.candidates)
+    assert 3 <= job.generated_tokens <= 3 * 24
