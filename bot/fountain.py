@@ -139,6 +139,9 @@ def _lone_cue(line: str) -> str | None:
     match = _CUE.match(line)
     if not match or not line.isupper() or len(match.group("name").split()) > 4:
         return None
+    last = match.group("name").split()[-1]
+    if last.endswith(("!", "?")) or (last.endswith(".") and len(last) > 4):
+        return None  # "THE DOOR SLAMS." is a sentence, not a name ("DR." is)
     name = _cue_name(match.group("name"))
     if name is None:
         return None
@@ -162,7 +165,9 @@ def _parse(text: str) -> list[_Element]:
             speaking = False
             continue
         bracketed = _BRACKETED.match(line)
-        if bracketed and (line.startswith("[") or not speaking):
+        if bracketed and _HEADING_LIKE.match(bracketed.group("inner").strip()):
+            line = bracketed.group("inner").strip()
+        elif bracketed and (line.startswith("[") or not speaking):
             # "[She leaves.]" is always a stage direction; "(quietly)" is one only
             # outside a speech, inside it is a parenthetical.
             elements.append(_Element("action", bracketed.group("inner").strip()))
