@@ -33,7 +33,7 @@ def from_db_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text).astimezone(UTC)
 
 
-def _required_time(text: str) -> datetime:
+def required_time(text: str) -> datetime:
     moment = from_db_time(text)
     assert moment is not None
     return moment
@@ -45,7 +45,8 @@ def _check_scope(guild_id: int | None, user_id: int | None) -> None:
         raise ValueError("direct-message requests must be scoped by user_id")
 
 
-def _request(row: Row) -> RequestRecord:
+def request_from_row(row: Row) -> RequestRecord:
+    """A ``requests`` row (other columns may ride along: they are ignored) -> record."""
     inputs: dict[str, Any] = json.loads(row["inputs"])
     return RequestRecord(
         id=row["id"],
@@ -57,7 +58,7 @@ def _request(row: Row) -> RequestRecord:
         status=RequestStatus(row["status"]),
         output=row["output"],
         error=row["error"],
-        created_at=_required_time(row["created_at"]),
+        created_at=required_time(row["created_at"]),
         started_at=from_db_time(row["started_at"]),
         finished_at=from_db_time(row["finished_at"]),
         generated_tokens=row["generated_tokens"],
@@ -72,12 +73,20 @@ def _request(row: Row) -> RequestRecord:
 def _guild(row: Row) -> GuildRecord:
     return GuildRecord(
         id=row["id"],
-        joined_at=_required_time(row["joined_at"]),
+        joined_at=required_time(row["joined_at"]),
         left_at=from_db_time(row["left_at"]),
     )
 
 
-_ENSURE_GUILD = "INSERT INTO guilds (id, joined_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
+async def ensure_guild(db: Database, guild_id: int, now: str) -> None:
+    """Register a server that per-server rows are about to reference (foreign key).
+
+    The bot may have joined while offline, so any per-server write is proof enough.
+    """
+    await db.execute(
+        "INSERT INTO guilds (id, joined_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+        (guild_id, now),
+    )
 
 
 class RequestRepository:
@@ -97,8 +106,7 @@ class RequestRepository:
         inputs = json.dumps(dict(new.inputs), ensure_ascii=False, sort_keys=True)
         async with self._db.transaction():
             if new.guild_id is not None:
-                # The bot may have joined while offline: a request is proof enough.
-                await self._db.execute(_ENSURE_GUILD, (new.guild_id, now))
+                await ensure_guild(self._db, new.guild_id, now)
             row = await self._db.fetch_one(
                 "INSERT INTO requests (guild_id, channel_id, user_id, command, inputs,"
                 " status, created_at, application_id, interaction_token)"
@@ -116,7 +124,7 @@ class RequestRepository:
                 ),
             )
         assert row is not None
-        return _request(row)
+        return request_from_row(row)
 
     async def mark_running(self, request_id: int, started_at: datetime | None = None) -> bool:
         """queued -> running. False if it is not queued (cancelled meanwhile, or gone)."""
@@ -193,7 +201,7 @@ class RequestRepository:
             sql += " AND user_id = ?"
             params.append(user_id)
         row = await self._db.fetch_one(sql, params)
-        return None if row is None else _request(row)
+        return None if row is None else request_from_row(row)
 
     async def recent(
         self,
@@ -224,7 +232,7 @@ class RequestRepository:
             params.append(before_id)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [_request(row) for row in await self._db.fetch_all(sql, params)]
+        return [request_from_row(row) for row in await self._db.fetch_all(sql, params)]
 
     async def undelivered(self) -> list[RequestRecord]:
         """Everything accepted but not yet answered, oldest first: what a restart redoes.
@@ -235,7 +243,7 @@ class RequestRepository:
         rows = await self._db.fetch_all(
             "SELECT * FROM requests WHERE delivered_at IS NULL ORDER BY id"
         )
-        return [_request(row) for row in rows]
+        return [request_from_row(row) for row in rows]
 
     async def requeue_interrupted(self) -> int:
         """After a restart, put jobs left 'running' back to 'queued' so they can run."""
@@ -254,8 +262,48 @@ class RequestRepository:
             (to_db_time(issued_before),),
         )
 
+    async def pending_counts(self, guild_id: int | None, user_id: int) -> tuple[int, int]:
+        """(queued, running): this member's unfinished requests in that server (or DMs)."""
+        # "finished_at IS NULL" (same as queued or running, see 0001) picks the partial
+        # index requests_unfinished: a few rows, however long the member's history.
+        row = await self._db.fetch_one(
+            "SELECT coalesce(sum(status = 'queued'), 0), coalesce(sum(status = 'running'), 0)"
+            " FROM requests WHERE guild_id IS ? AND user_id = ? AND finished_at IS NULL",
+            (guild_id, user_id),
+        )
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    async def last_created_at(self, guild_id: int | None, user_id: int) -> datetime | None:
+        """When this member last asked for something in that server (or DMs): cooldowns."""
+        # The newest id is the newest request (AUTOINCREMENT): one index step, where
+        # max(created_at) would read all of the member's rows.
+        row = await self._db.fetch_one(
+            "SELECT created_at FROM requests WHERE guild_id IS ? AND user_id = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (guild_id, user_id),
+        )
+        return None if row is None else required_time(row["created_at"])
+
+    async def delete(
+        self, guild_id: int | None, request_id: int, *, user_id: int | None = None
+    ) -> bool:
+        """Delete one creation of this server (or a DM's; ``user_id`` narrows it to that
+        member's). Its favourites go by cascade; its id is never reused. False if there
+        was no such row here.
+        """
+        sql = "DELETE FROM requests WHERE id = ? AND guild_id IS ?"
+        params: list[Any] = [request_id, guild_id]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        return await self._db.execute(sql, params) == 1
+
     async def forget_member(self, guild_id: int | None, user_id: int) -> int:
-        """Delete a member's requests in one server (or their DMs). Returns the count."""
+        """Delete a member's requests in one server (or their DMs). Returns the count.
+
+        Stars others gave them go by cascade; their own stars on others' creations are
+        ``FavouriteRepository.forget_member``'s job.
+        """
         return await self._db.execute(
             "DELETE FROM requests WHERE guild_id IS ? AND user_id = ?", (guild_id, user_id)
         )

@@ -20,6 +20,17 @@ from bot.storage.database import (
 
 SHIPPED = load_migrations()
 LATEST = SHIPPED[-1].version
+NEXT = f"{LATEST + 1:04d}"  # the number a test's extra migration takes
+TABLES = {
+    "guilds",
+    "requests",
+    "favourites",
+    "favourite_totals",
+    "styles",
+    "style_defaults",
+    "guild_settings",
+    "member_prefs",
+}
 
 
 @pytest.fixture
@@ -56,14 +67,21 @@ async def names(db: Database, kind: str) -> set[str]:
 async def test_migrates_from_zero_into_new_folders(tmp_path: Path) -> None:
     path = tmp_path / "not" / "yet" / "there.sqlite3"
     async with await Database.open(path) as db:
-        assert await db.schema_version() == LATEST == 1
-        assert await names(db, "table") == {"guilds", "requests"}
+        assert await db.schema_version() == LATEST == 2
+        assert await names(db, "table") == TABLES
         assert await names(db, "index") == {
             "guilds_left_at",
             "requests_guild",
             "requests_guild_user",
             "requests_guild_command",
             "requests_undelivered",
+            "requests_unfinished",
+            "favourites_guild_user",
+            "favourite_totals_recent",
+            "favourite_totals_author_recent",
+            "favourite_totals_command_recent",
+            "favourite_totals_fame",
+            "favourite_totals_command_fame",
         }
     assert user_version(path) == LATEST
 
@@ -105,7 +123,7 @@ async def test_failing_migration_rolls_back_whole(tmp_path: Path) -> None:
     broken = migrations_with(
         tmp_path,
         {
-            "0002_broken.sql": """
+            f"{NEXT}_broken.sql": """
                 CREATE TABLE extra (x INTEGER);
                 INSERT INTO extra VALUES (1);
                 ALTER TABLE guilds ADD COLUMN note TEXT;
@@ -114,12 +132,12 @@ async def test_failing_migration_rolls_back_whole(tmp_path: Path) -> None:
             """
         },
     )
-    with pytest.raises(MigrationError, match=r"0002_broken.*version 1.*no_such_table"):
+    with pytest.raises(MigrationError, match=rf"{NEXT}_broken.*version {LATEST}.*no_such_table"):
         await Database.open(path, migrations=broken)
 
-    assert user_version(path) == 1
+    assert user_version(path) == LATEST
     async with await Database.open(path) as db:
-        assert await names(db, "table") == {"guilds", "requests"}
+        assert await names(db, "table") == TABLES
         rows = await db.fetch_all("SELECT * FROM guilds")
         assert [tuple(row.keys()) for row in rows] == [("id", "joined_at", "left_at")]
 
@@ -129,10 +147,10 @@ async def test_later_migration_applies_on_top(tmp_path: Path) -> None:
     async with await Database.open(path):
         pass
     folder = migrations_with(
-        tmp_path, {"0002_notes.sql": "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"}
+        tmp_path, {f"{NEXT}_notes.sql": "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"}
     )
     async with await Database.open(path, migrations=folder) as db:
-        assert await db.schema_version() == 2
+        assert await db.schema_version() == LATEST + 1
         assert "notes" in await names(db, "table")
         # foreign keys are back on after migrating with them off
         row = await db.fetch_one("PRAGMA foreign_keys")
@@ -143,14 +161,14 @@ async def test_migration_breaking_foreign_keys_is_refused(tmp_path: Path) -> Non
     folder = migrations_with(
         tmp_path,
         {
-            "0002_orphan.sql": "INSERT INTO requests (guild_id, channel_id, user_id, command,"
+            f"{NEXT}_orphan.sql": "INSERT INTO requests (guild_id, channel_id, user_id, command,"
             " created_at) VALUES (42, 1, 1, 'poem', 'x');"
         },
     )
     path = tmp_path / "db.sqlite3"
     with pytest.raises(MigrationError, match="foreign key"):
         await Database.open(path, migrations=folder)
-    assert user_version(path) == 1
+    assert user_version(path) == LATEST
 
 
 async def test_newer_database_is_refused_untouched(tmp_path: Path) -> None:
@@ -167,8 +185,9 @@ async def test_newer_database_is_refused_untouched(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "files",
     [
-        {"0003_gap.sql": "SELECT 1;"},
-        {"0002_a.sql": "SELECT 1;", "0002_b.sql": "SELECT 1;"},
+        {f"{LATEST + 2:04d}_gap.sql": "SELECT 1;"},
+        {f"{NEXT}_a.sql": "SELECT 1;", f"{NEXT}_b.sql": "SELECT 1;"},
+        {f"{LATEST:04d}_again.sql": "SELECT 1;"},
         {"2_short.sql": "SELECT 1;"},
     ],
 )

@@ -322,3 +322,49 @@ async def test_purge_deletes_departed_guilds_data(
     assert len(await requests.recent(2)) == 2
     assert len(await requests.recent(3)) == 2
     assert await guilds.purge_left_before(cutoff) == 0
+
+
+async def test_delete_is_scoped_and_never_frees_the_id(requests: RequestRepository) -> None:
+    mine = await requests.create(new(guild_id=1))
+    assert not await requests.delete(2, mine.id)  # another server cannot delete it
+    assert not await requests.delete(None, mine.id, user_id=10)  # nor a DM lookup
+    assert await requests.get(1, mine.id) is not None
+    assert await requests.delete(1, mine.id)
+    assert await requests.get(1, mine.id) is None
+    assert not await requests.delete(1, mine.id)
+    assert (await requests.create(new(guild_id=1))).id > mine.id
+
+    dm = await requests.create(new(guild_id=None, user_id=10))
+    assert not await requests.delete(1, dm.id)
+    assert not await requests.delete(None, dm.id, user_id=11)  # someone else's DM
+    assert await requests.delete(None, dm.id, user_id=10)
+
+
+async def test_pending_counts(requests: RequestRepository) -> None:
+    assert await requests.pending_counts(1, 10) == (0, 0)
+    queued = [await requests.create(new()) for _ in range(3)]
+    await requests.mark_running(queued[0].id)
+    done = await requests.create(new())
+    await requests.finish(done.id, RequestStatus.DONE, output="x")
+    await requests.finish(queued[2].id, RequestStatus.CANCELLED)
+    # Other members, servers and DMs do not count.
+    await requests.create(new(user_id=11))
+    await requests.create(new(guild_id=2))
+    await requests.create(new(guild_id=None))
+    assert await requests.pending_counts(1, 10) == (1, 1)
+    assert await requests.pending_counts(None, 10) == (1, 0)
+    assert await requests.pending_counts(1, 12) == (0, 0)
+
+
+async def test_last_created_at(requests: RequestRepository, clock: Clock) -> None:
+    assert await requests.last_created_at(1, 10) is None
+    await requests.create(new())
+    later = clock.advance(seconds=30)
+    latest = await requests.create(new())
+    await requests.finish(latest.id, RequestStatus.FAILED, error="x")  # still counts
+    clock.advance(seconds=5)
+    await requests.create(new(user_id=11))
+    await requests.create(new(guild_id=2))
+    assert await requests.last_created_at(1, 10) == later
+    assert await requests.last_created_at(2, 10) == clock.now
+    assert await requests.last_created_at(None, 10) is None
