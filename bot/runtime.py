@@ -15,8 +15,12 @@ from bot.generation.backend import StepBackend
 from bot.generation.engine import Engine, EngineConfig
 from bot.generation.remote import build_remote_engine
 from bot.services.creations import CreationService
+from bot.services.library import LibraryService
+from bot.services.policy import PolicyService
 from bot.services.recovery import RecoveryService
+from bot.services.styles import StyleService, load_builtin_styles
 from bot.storage.database import Database
+from bot.storage.library import FavouriteRepository, SettingsRepository, StyleRepository
 from bot.storage.repositories import GuildRepository, RequestRepository
 
 log = logging.getLogger(__name__)
@@ -42,13 +46,27 @@ class Runtime:
         self._recovery: RecoveryService | None = None
         self._guilds: GuildRepository | None = None
         self._requests: RequestRepository | None = None
+        self._favourites: FavouriteRepository | None = None
+        self._settings_repo: SettingsRepository | None = None
+        self._styles: StyleService | None = None
+        self._policy: PolicyService | None = None
+        self._library: LibraryService | None = None
 
     async def start(self) -> None:
         settings = self.settings
+        # Read first: a broken styles file should stop the bot before the model loads.
+        builtin_styles = load_builtin_styles()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._db = await Database.open(settings.database_path)
-        self._requests = requests = RequestRepository(self._db)
-        self._guilds = GuildRepository(self._db)
+        self._db = db = await Database.open(settings.database_path)
+        self._requests = requests = RequestRepository(db)
+        self._guilds = guilds = GuildRepository(db)
+        self._favourites = favourites = FavouriteRepository(db)
+        self._settings_repo = settings_repo = SettingsRepository(db)
+        self._styles = styles = StyleService(
+            StyleRepository(db), builtin_styles, settings=settings_repo
+        )
+        self._policy = policy = PolicyService(settings_repo, requests, settings)
+        self._library = LibraryService(requests, favourites, guilds, settings_repo)
         if settings.backend == "openai":
             self._engine = build_remote_engine(settings)
         else:
@@ -56,7 +74,14 @@ class Runtime:
             backend = await asyncio.to_thread(self._backend_factory, settings)
             self._engine = Engine(backend, EngineConfig.from_settings(settings))
         await self._engine.start()
-        self._creations = CreationService(self._engine, requests, settings)
+        self._creations = CreationService(
+            self._engine,
+            requests,
+            settings,
+            policy=policy,
+            styles=styles,
+            favourites=favourites,
+        )
         self._recovery = RecoveryService(self._creations, requests)
 
     async def close(self) -> None:
@@ -71,6 +96,8 @@ class Runtime:
             await self._db.close()
         self._engine = self._creations = self._db = None
         self._recovery = None
+        self._requests = self._guilds = self._favourites = self._settings_repo = None
+        self._styles = self._policy = self._library = None
 
     @property
     def engine(self) -> Engine:
@@ -96,3 +123,28 @@ class Runtime:
     def guilds(self) -> GuildRepository:
         assert self._guilds is not None, "runtime not started"
         return self._guilds
+
+    @property
+    def favourites(self) -> FavouriteRepository:
+        assert self._favourites is not None, "runtime not started"
+        return self._favourites
+
+    @property
+    def settings_repo(self) -> SettingsRepository:
+        assert self._settings_repo is not None, "runtime not started"
+        return self._settings_repo
+
+    @property
+    def styles(self) -> StyleService:
+        assert self._styles is not None, "runtime not started"
+        return self._styles
+
+    @property
+    def policy(self) -> PolicyService:
+        assert self._policy is not None, "runtime not started"
+        return self._policy
+
+    @property
+    def library(self) -> LibraryService:
+        assert self._library is not None, "runtime not started"
+        return self._library

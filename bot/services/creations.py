@@ -1,7 +1,9 @@
 """Creating things: accept a request, persist it, run it on the engine, record the result.
 
 Cogs call this; it knows nothing about Discord. A request is written to SQLite
-before the member is answered, so nothing accepted is ever lost.
+before the member is answered, so nothing accepted is ever lost. Before that, the
+server's rules (``PolicyService``) and styles (``StyleService``) apply; the prompt is
+built from the stored inputs alone, so a restart rebuilds exactly the same one.
 
 A job the engine stops because the bot is shutting down is *interrupted*, not
 cancelled: its row is left queued/running and undelivered so the next start runs it
@@ -17,16 +19,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bot.domain import NewRequest, RequestRecord, RequestStatus
-from bot.errors import UserFacingError
-from bot.generation.backend import ChatMessage, SamplingParams
+from bot.domain import GuildSettings, NewRequest, RequestRecord, RequestStatus, Style
+from bot.errors import InvalidInput, UserFacingError
 from bot.generation.engine import Engine
 from bot.generation.jobs import GenerationRequest, Job, JobState
-from bot.prompts import build_prompt, clean_output
+from bot.prompts import Prompt, PromptContext, build_prompt, clean_output
 from bot.storage.repositories import RequestRepository
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.services.policy import PolicyService
+    from bot.services.styles import StyleService
+    from bot.storage.library import FavouriteRepository
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,10 @@ class CancelOutcome(enum.Enum):
     NOT_RUNNING = "not_running"  # unknown here, already finished, or not resumed yet
 
 
+# Favourites shown to the model as community taste, best first; the prompt keeps as
+# many whole ones as fit in Settings.taste_max_chars.
+TASTE_EXAMPLES = 5
+
 RESUME_FAILED = "I could not pick this request up again after a restart. Please ask again."
 
 _FINAL_STATUS = {
@@ -67,11 +75,21 @@ _FINAL_STATUS = {
 
 class CreationService:
     def __init__(
-        self, engine: Engine, requests: RequestRepository, settings: Settings | None = None
+        self,
+        engine: Engine,
+        requests: RequestRepository,
+        settings: Settings,
+        *,
+        policy: PolicyService,
+        styles: StyleService,
+        favourites: FavouriteRepository,
     ) -> None:
         self._engine = engine
         self._requests = requests
         self._settings = settings
+        self._policy = policy
+        self._styles = styles
+        self._favourites = favourites
         self._recorders: dict[int, asyncio.Task[None]] = {}
         self._cancelled_by_member: set[int] = set()
         self._closing = False
@@ -81,31 +99,45 @@ class CreationService:
         requester: Requester,
         command: str,
         inputs: Mapping[str, Any],
-        messages: tuple[ChatMessage, ...],
-        params: SamplingParams,
+        *,
+        channel_nsfw: bool = False,
     ) -> Submission:
-        """Persist the request, then queue it. Raises ``LimitReached`` when refused."""
+        """Check, persist, then queue a member's request.
+
+        ``inputs`` are the member's choices (an explicit ``style`` name among them, if
+        any). Raises ``InvalidInput``/``LimitReached`` with the reason when refused;
+        nothing is stored for a request the server's rules refuse.
+        """
+        chosen = inputs.get("style")
+        style = await self._styles.resolve(
+            requester.guild_id,
+            requester.channel_id,
+            command,
+            chosen if isinstance(chosen, str) else None,
+        )
+        settings = await self._policy.check(
+            requester, command, inputs, style=style, channel_nsfw=channel_nsfw
+        )
+        # The resolved name is stored, so a restart or a Regenerate writes in the same
+        # voice even if the channel's default changes meanwhile.
+        stored = {key: value for key, value in inputs.items() if key != "style"}
+        if style is not None:
+            stored["style"] = style.name
+        # Built before storing: an input the builder rejects leaves no row behind.
+        prompt = await self._prompt(requester.guild_id, command, stored, style, settings)
         record = await self._requests.create(
             NewRequest(
                 guild_id=requester.guild_id,
                 channel_id=requester.channel_id,
                 user_id=requester.user_id,
                 command=command,
-                inputs=inputs,
+                inputs=stored,
                 application_id=requester.application_id,
                 interaction_token=requester.interaction_token,
             )
         )
         try:
-            job = self._engine.submit(
-                GenerationRequest(
-                    messages=messages,
-                    params=params,
-                    guild_id=requester.guild_id,
-                    user_id=requester.user_id,
-                    job_id=str(record.id),
-                )
-            )
+            job = self._engine.submit(self._generation(prompt, record))
         except UserFacingError as refusal:
             # Refused requests stay on record (and count as answered: the member saw why).
             await self._requests.finish(record.id, RequestStatus.FAILED, error=refusal.message)
@@ -116,28 +148,65 @@ class CreationService:
     async def resume(self, record: RequestRecord) -> Submission | None:
         """Run an unfinished stored request again (after a restart), under its own id.
 
-        The prompt is rebuilt from the stored inputs. If it cannot be queued, the row is
-        finished as failed (with a reason for the member) and None is returned: the
-        caller delivers that outcome like any other finished row.
+        The prompt is rebuilt from the stored inputs the same way ``submit`` built it.
+        A style deleted since is left out rather than failing the request. If it cannot
+        be queued, the row is finished as failed (with a reason for the member) and None
+        is returned: the caller delivers that outcome like any other finished row.
         """
-        assert self._settings is not None, "resume() needs the settings"
         try:
-            prompt = build_prompt(record.command, record.inputs, self._settings)
-            job = self._engine.submit(
-                GenerationRequest(
-                    messages=prompt.messages,
-                    params=prompt.params,
-                    guild_id=record.guild_id,
-                    user_id=record.user_id,
-                    job_id=str(record.id),
-                )
+            style = await self._stored_style(record)
+            settings = await self._policy.settings(record.guild_id)
+            prompt = await self._prompt(
+                record.guild_id, record.command, record.inputs, style, settings
             )
+            job = self._engine.submit(self._generation(prompt, record))
         except (UserFacingError, ValueError, KeyError) as refusal:
             reason = refusal.message if isinstance(refusal, UserFacingError) else RESUME_FAILED
             log.warning("request %s could not be resumed: %s", record.id, refusal)
             await self._requests.finish(record.id, RequestStatus.FAILED, error=reason)
             return None
         return self._follow(record.id, job)
+
+    async def _stored_style(self, record: RequestRecord) -> Style | None:
+        name = record.inputs.get("style")
+        if not isinstance(name, str) or not name:
+            return None  # stored without a style: defaults added since do not apply
+        try:
+            return await self._styles.resolve(
+                record.guild_id, record.channel_id, record.command, name
+            )
+        except InvalidInput:
+            log.info("request %s: style %r is gone; writing without it", record.id, name)
+            return None
+
+    async def _prompt(
+        self,
+        guild_id: int | None,
+        command: str,
+        inputs: Mapping[str, Any],
+        style: Style | None,
+        settings: GuildSettings,
+    ) -> Prompt:
+        examples: tuple[str, ...] = ()
+        if settings.community_taste and guild_id is not None:
+            favourites = await self._favourites.examples(
+                guild_id, command, None if style is None else style.name, TASTE_EXAMPLES
+            )
+            # Masked like any output: blocked words must not reach the model as examples.
+            examples = tuple(self._policy.mask(r.output, settings) for r in favourites if r.output)
+        return build_prompt(command, inputs, self._settings, PromptContext(style, examples))
+
+    def _generation(self, prompt: Prompt, record: RequestRecord) -> GenerationRequest:
+        return GenerationRequest(
+            messages=prompt.messages,
+            params=prompt.params,
+            guild_id=record.guild_id,
+            user_id=record.user_id,
+            job_id=str(record.id),
+            # More candidates than the batch holds could never be dispatched.
+            n=max(1, min(prompt.candidates, self._settings.max_batch_size)),
+            choose=prompt.choose,
+        )
 
     def _follow(self, request_id: int, job: Job) -> Submission:
         recorder = asyncio.create_task(self._record(request_id, job), name=f"record-{request_id}")
