@@ -1,4 +1,4 @@
-"""/poem: a poem on a member's theme, in a chosen form."""
+"""/poem: a poem on a member's theme, in a chosen form, style, language and mood."""
 
 from __future__ import annotations
 
@@ -9,21 +9,24 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.prompts import POEM_FORMS, POEM_LENGTHS, build_prompt
-from bot.services.creations import Requester
+from bot.prompts import DEFAULTS, LANGUAGES, POEM_FORMS, POEM_LENGTHS, WILDNESS
 from bot.text import clean_member_text
-from cogs.presenter import HEADERS, present
+from cogs.presenter import Look, create, register, style_choices
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
 
 
-def poem_header(inputs: Mapping[str, Any], user_id: int) -> str:
-    """The reply's first line; built from stored inputs so a restart shows the same."""
-    form = POEM_FORMS.get(str(inputs.get("form", "free verse")))
+def poem_title(inputs: Mapping[str, Any]) -> str:
+    """The reply's title; built from stored inputs so a restart shows the same."""
+    form = POEM_FORMS.get(str(inputs.get("form") or DEFAULTS["form"]))
     label = form.label if form is not None else "Poem"
     shown_theme = discord.utils.escape_markdown(str(inputs.get("theme", "")))
-    return f"**{label}** · *{shown_theme}* — for <@{user_id}>"
+    title = f"**{label}** · *{shown_theme}*"
+    language = inputs.get("language")
+    if language and language != "auto" and language in LANGUAGES:
+        title += f" · {LANGUAGES[language]}"
+    return title
 
 
 class Poem(commands.Cog):
@@ -34,42 +37,48 @@ class Poem(commands.Cog):
     @app_commands.describe(
         theme="What the poem is about, e.g. rain on a tin roof",
         form="The shape of the poem (default: free verse)",
+        style="A house style of this server (start typing to see them)",
+        language="Which language to write in (default: the theme's)",
         length="How long (default: medium; fixed forms keep their own length)",
+        wildness="How adventurous the wording is (default: balanced)",
     )
     @app_commands.choices(
         form=[app_commands.Choice(name=f.label, value=key) for key, f in POEM_FORMS.items()],
+        language=[app_commands.Choice(name=name, value=code) for code, name in LANGUAGES.items()],
         length=[app_commands.Choice(name=name.title(), value=name) for name in POEM_LENGTHS],
+        wildness=[app_commands.Choice(name=name.title(), value=name) for name in WILDNESS],
     )
     async def poem(
         self,
         interaction: discord.Interaction[AtelierBot],
         theme: str,
-        form: str = "free verse",
-        length: str = "medium",
+        form: str = DEFAULTS["form"],
+        style: str | None = None,
+        language: str | None = None,
+        length: str = DEFAULTS["length"],
+        wildness: str | None = None,
     ) -> None:
         """Write a poem on a theme."""
-        settings = self.bot.settings
-        cleaned = clean_member_text(theme, field="theme", max_chars=settings.theme_max_chars)
-        inputs = {"theme": cleaned, "form": form, "length": length}
-        # The same builder restart recovery uses, so a re-run gets the same model input.
-        prompt = build_prompt("poem", inputs, settings)
-        submission = await self.bot.runtime.creations.submit(
-            Requester(
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id or 0,
-                user_id=interaction.user.id,
-                application_id=interaction.application_id,
-                interaction_token=interaction.token,
-            ),
-            command="poem",
-            inputs=inputs,
-            messages=prompt.messages,
-            params=prompt.params,
+        cleaned = clean_member_text(
+            theme, field="theme", max_chars=self.bot.settings.theme_max_chars
         )
-        await interaction.response.defer(thinking=True)
-        await present(interaction, submission, poem_header(inputs, interaction.user.id))
+        # Stored as the member chose them: a default left unset stays unset.
+        inputs: dict[str, Any] = {"theme": cleaned, "form": form, "length": length}
+        if style and style.strip():
+            inputs["style"] = style.strip().lower()
+        if language is not None:
+            inputs["language"] = language
+        if wildness is not None:
+            inputs["wildness"] = wildness
+        await create(interaction, "poem", inputs)
+
+    @poem.autocomplete("style")
+    async def poem_style(
+        self, interaction: discord.Interaction[AtelierBot], current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await style_choices(interaction, current, "poem")
 
 
 async def setup(bot: AtelierBot) -> None:
-    HEADERS["poem"] = poem_header
+    register("poem", Look(title=poem_title))
     await bot.add_cog(Poem(bot))

@@ -6,13 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.client import AtelierBot
-from bot.domain import RequestRecord, RequestStatus
+from bot.domain import RequestStatus
 from bot.playground.emulator import DiscordEmulator
 from bot.playground.records import InteractionRecord, Message
 from bot.storage.database import Database
 from bot.storage.repositories import RequestRepository
-from tests.bots import running_bot
+from tests.bots import has_buttons, running_bot, settled_row, sung
 from tests.fakes import FakeStepBackend
 
 if TYPE_CHECKING:
@@ -36,20 +35,10 @@ async def click_cancel(emulator: DiscordEmulator, message: Message, user_id: int
     return answer
 
 
-async def settled_row(bot: AtelierBot, guild_id: int, request_id: int) -> RequestRecord:
-    """The row once its outcome is recorded and delivered."""
-    for _ in range(100):
-        row = await bot.runtime.requests.get(guild_id, request_id)
-        if row is not None and row.is_delivered and row.is_finished:
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"request {request_id} never settled: {row}")
-
-
 async def test_cancel_while_queued_never_runs_the_job(
     emulator: DiscordEmulator, world: World, tmp_path: Path
 ) -> None:
-    backend = FakeStepBackend(manual_steps=True, max_batch_size=1)
+    backend = FakeStepBackend(manual_steps=True, max_batch_size=1, script=sung)
     async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
         first = await emulator.invoke("poem", {"theme": "first"}, **world.where)
         await live_reply(first, "Writing")
@@ -66,28 +55,28 @@ async def test_cancel_while_queued_never_runs_the_job(
 
         backend.open()
         done = await first.wait_for_original(lambda m: "about first." in m.content, timeout=5)
-        assert done.buttons == []
+        assert has_buttons(done) and not has_cancel(done)
         assert len(backend.add_calls) == 1  # the cancelled job never reached the model
 
 
 async def test_cancel_while_running_keeps_the_partial_text(
     emulator: DiscordEmulator, world: World, tmp_path: Path
 ) -> None:
-    backend = FakeStepBackend(manual_steps=True)
+    backend = FakeStepBackend(manual_steps=True, script=sung)
     async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
         record = await emulator.invoke("poem", {"theme": "a slow tide"}, **world.where)
-        backend.allow(2)  # three words: prefill + two steps
-        live = await live_reply(record, "Write a free")
+        backend.allow(3)  # four words: prefill + three steps
+        live = await live_reply(record, "♪ Write a free")
         answer = await click_cancel(emulator, live, world.member_id)
         assert "Stopped" in answer.content
 
         final = await record.wait_for_original(lambda m: "Cancelled" in m.content, timeout=5)
-        assert "Write a free" in final.content
+        assert "♪ Write a free" in final.content
         assert "about a slow tide." not in final.content
         assert final.buttons == []
         row = await settled_row(bot, world.guild_id, 1)
         assert row.status is RequestStatus.CANCELLED
-        assert row.output is not None and row.output.startswith("Write a free")
+        assert row.output is not None and row.output.startswith("♪ Write a free")
         assert row.message_id == final.id
         backend.open()  # release the generation thread
 
@@ -95,7 +84,7 @@ async def test_cancel_while_running_keeps_the_partial_text(
 async def test_only_the_requester_or_a_moderator_may_cancel(
     emulator: DiscordEmulator, world: World, tmp_path: Path
 ) -> None:
-    backend = FakeStepBackend(manual_steps=True)
+    backend = FakeStepBackend(manual_steps=True, script=sung)
     async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
         record = await emulator.invoke("poem", {"theme": "a shared pen"}, **world.where)
         live = await live_reply(record, "Writing")
@@ -116,7 +105,7 @@ async def test_only_the_requester_or_a_moderator_may_cancel(
 async def test_cancel_after_restart_on_a_finished_job_answers_harmlessly(
     emulator: DiscordEmulator, world: World, tmp_path: Path
 ) -> None:
-    backend = FakeStepBackend(manual_steps=True)
+    backend = FakeStepBackend(manual_steps=True, script=sung)
     async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
         record = await emulator.invoke("poem", {"theme": "an old button"}, **world.where)
         live = await live_reply(record, "Writing")
@@ -134,7 +123,7 @@ async def test_cancel_after_restart_on_a_finished_job_answers_harmlessly(
     await requests.mark_delivered(1)
     await db.close()
 
-    restarted = FakeStepBackend()
+    restarted = FakeStepBackend(script=sung)
     async with running_bot(emulator, tmp_path, lambda s: restarted) as bot:
         answer = await click_cancel(emulator, live, world.member_id)
         assert "no longer running" in answer.content

@@ -12,13 +12,13 @@ from bot.playground.emulator import DiscordEmulator
 from bot.playground.records import InteractionRecord, Message
 from bot.storage.database import Database
 from bot.storage.repositories import RequestRepository
-from tests.bots import running_bot
+from tests.bots import has_buttons, running_bot, sung
 from tests.fakes import FakeStepBackend
 
 if TYPE_CHECKING:
     from conftest import World
 
-FINAL_TEXT = "Write a free verse poem about a lighthouse."
+FINAL_TEXT = "♪ Write a free verse poem about a lighthouse."
 
 
 async def stored(tmp_path: Path) -> list[RequestRecord]:
@@ -34,11 +34,11 @@ async def interrupted_job(
     emulator: DiscordEmulator, world: World, tmp_path: Path
 ) -> tuple[InteractionRecord, FakeStepBackend]:
     """Bot A accepts /poem, writes a few words, then stops before finishing."""
-    backend = FakeStepBackend(manual_steps=True)
+    backend = FakeStepBackend(manual_steps=True, script=sung)
     async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
         record = await emulator.invoke("poem", {"theme": "a lighthouse"}, **world.where)
-        backend.allow(2)
-        await record.wait_for_original(lambda m: "Write a free" in m.content, timeout=5)
+        backend.allow(3)
+        await record.wait_for_original(lambda m: "♪ Write a free" in m.content, timeout=5)
         job = bot.runtime.engine.get("1")
         assert job is not None
         # As close to a crash as a test gets: the engine stops the job mid-step.
@@ -74,14 +74,15 @@ async def test_restart_mid_job_reruns_it_and_edits_the_original_reply_once(
     emulator: DiscordEmulator, world: World, tmp_path: Path
 ) -> None:
     record, first_backend = await interrupted_job(emulator, world, tmp_path)
-    backend = FakeStepBackend()
+    backend = FakeStepBackend(script=sung)
     async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
         row = await delivered_row(bot, world.guild_id)
         await emulator.idle_for(0.3)
 
     final = record.original
     assert final is not None and FINAL_TEXT in final.content
-    assert final.buttons == []
+    # The Cancel button made way for the creation's own buttons.
+    assert has_buttons(final) and "atelier:cancel:1" not in final.custom_ids
     assert [r.content for r in final.revisions].count(final.content) == 1  # edited once
     assert final_messages(emulator, world.channel_id) == [final]  # nothing posted twice
     assert row.status is RequestStatus.DONE and row.output == FINAL_TEXT
@@ -97,7 +98,7 @@ async def test_restart_after_the_token_expired_posts_a_new_message_that_pings_no
 ) -> None:
     record, _ = await interrupted_job(emulator, world, tmp_path)
     emulator.expire_interaction(record)
-    async with running_bot(emulator, tmp_path, lambda s: FakeStepBackend()) as bot:
+    async with running_bot(emulator, tmp_path, lambda s: FakeStepBackend(script=sung)) as bot:
         row = await delivered_row(bot, world.guild_id)
         await emulator.idle_for(0.3)
 
@@ -116,7 +117,7 @@ async def test_restart_with_the_channel_deleted_marks_it_delivered_without_crash
 ) -> None:
     await interrupted_job(emulator, world, tmp_path)
     emulator.delete_channel(world.channel_id)
-    async with running_bot(emulator, tmp_path, lambda s: FakeStepBackend()) as bot:
+    async with running_bot(emulator, tmp_path, lambda s: FakeStepBackend(script=sung)) as bot:
         row = await delivered_row(bot, world.guild_id)
         assert row.status is RequestStatus.DONE and row.output == FINAL_TEXT
         # Still serving: a new request elsewhere works.
@@ -142,7 +143,7 @@ async def test_a_finished_but_undelivered_row_is_delivered_without_running_again
     await RequestRepository(db).finish(1, RequestStatus.DONE, output=FINAL_TEXT)
     await db.close()
 
-    backend = FakeStepBackend()
+    backend = FakeStepBackend(script=sung)
     async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
         await delivered_row(bot, world.guild_id)
         await emulator.idle_for(0.3)
@@ -156,15 +157,15 @@ async def test_a_resumed_job_can_be_cancelled_from_its_reply(
     record, _ = await interrupted_job(emulator, world, tmp_path)
     assert record.original is not None
     seen = len(record.original.revisions)
-    backend = FakeStepBackend(manual_steps=True)
+    backend = FakeStepBackend(manual_steps=True, script=sung)
     async with running_bot(emulator, tmp_path, lambda s: backend) as bot:
         # Bot B's first live edit of the old reply carries its own Cancel button.
         live = await record.wait_for_original(lambda m: len(m.revisions) > seen, timeout=5)
-        assert "Write a free" not in live.content  # B's own progress, not A's
+        assert "♪ Write a free" not in live.content  # B's own progress, not A's
         click = await emulator.click(live.id, "atelier:cancel:1", user_id=world.member_id)
         assert "Stopped" in (await click.wait_for_original(timeout=5)).content
         final = await record.wait_for_original(lambda m: "Cancelled" in m.content, timeout=5)
-        assert final.buttons == []
+        assert final.buttons == []  # cancelled: nothing to favourite or continue
         row = await delivered_row(bot, world.guild_id)
         assert row.status is RequestStatus.CANCELLED
         backend.open()
