@@ -700,6 +700,12 @@ class Library(commands.Cog):
         await self.bot.runtime.guilds.joined(guild.id)
 
     @commands.Cog.listener()
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        # Proof of membership too: discord.py reports a GUILD_CREATE that says
+        # "unavailable": false as available rather than joined, even for a new server.
+        await self.bot.runtime.guilds.joined(guild.id)
+
+    @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         # Starts the clock: its data is purged settings.purge_after_days later.
         await self.bot.runtime.guilds.left(guild.id)
