@@ -3,30 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.config import Settings
 from bot.domain import NewRequest, RequestStatus
 from bot.generation.engine import Engine, EngineConfig
-from bot.prompts import build_prompt
 from bot.services.creations import RESUME_FAILED, CancelOutcome, CreationService, Requester
 from bot.services.recovery import RecoveryService
-from bot.storage.database import Database
 from bot.storage.repositories import RequestRepository
+from tests.bots import sung
 from tests.fakes import FakeStepBackend
+from tests.integration.services_kit import (
+    CHANNEL,
+    GUILD,
+    MEMBER,
+    OTHER_GUILD,
+    STRANGER,
+    Kit,
+    creation_service,
+    open_kit,
+)
 
-GUILD, OTHER_GUILD, CHANNEL, MEMBER, STRANGER = 1, 2, 10, 100, 200
-INPUTS = {"theme": "rain", "form": "haiku", "length": "medium"}
+# Free verse: one candidate, so the fake sings back exactly the request.
+INPUTS = {"theme": "rain", "form": "free verse", "length": "medium"}
 
 
 @pytest.fixture
-async def requests(tmp_path: Path) -> AsyncIterator[RequestRepository]:
-    db = await Database.open(tmp_path / "atelier.sqlite3")
-    yield RequestRepository(db)
-    await db.close()
+async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
+    async with open_kit(tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def requests(kit: Kit) -> RequestRepository:
+    return kit.requests
 
 
 @pytest.fixture
@@ -45,28 +57,20 @@ async def engine(backend: FakeStepBackend) -> AsyncIterator[Engine]:
     await engine.close()
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path)
-
-
-async def submit(service: CreationService, settings: Settings, guild: int | None = GUILD) -> int:
-    prompt = build_prompt("poem", INPUTS, settings)
+async def submit(service: CreationService, guild: int | None = GUILD) -> int:
     submission = await service.submit(
         Requester(guild, CHANNEL, MEMBER, application_id=5, interaction_token="tok"),
         "poem",
         INPUTS,
-        prompt.messages,
-        prompt.params,
     )
     return submission.request_id
 
 
 async def test_cancel_is_scoped_by_guild_and_by_who_asked(
-    requests: RequestRepository, engine: Engine, settings: Settings
+    kit: Kit, requests: RequestRepository, engine: Engine
 ) -> None:
-    service = CreationService(engine, requests, settings)
-    request_id = await submit(service, settings)
+    service = creation_service(kit, engine)
+    request_id = await submit(service)
     # Another server naming the same id finds nothing, even as a moderator there.
     assert (
         await service.cancel(OTHER_GUILD, request_id, user_id=STRANGER, moderator=True)
@@ -91,10 +95,10 @@ async def test_cancel_is_scoped_by_guild_and_by_who_asked(
 
 
 async def test_a_dm_request_is_only_cancellable_by_its_member(
-    requests: RequestRepository, engine: Engine, settings: Settings
+    kit: Kit, requests: RequestRepository, engine: Engine
 ) -> None:
-    service = CreationService(engine, requests, settings)
-    request_id = await submit(service, settings, guild=None)
+    service = creation_service(kit, engine)
+    request_id = await submit(service, guild=None)
     assert (
         await service.cancel(None, request_id, user_id=STRANGER, moderator=True)
         is CancelOutcome.NOT_RUNNING
@@ -106,36 +110,36 @@ async def test_a_dm_request_is_only_cancellable_by_its_member(
 
 
 async def test_a_shutdown_interrupts_without_recording_and_a_restart_resumes(
-    requests: RequestRepository, backend: FakeStepBackend, settings: Settings
+    kit: Kit, requests: RequestRepository, backend: FakeStepBackend
 ) -> None:
     engine = Engine(backend, EngineConfig(close_timeout_s=0))
     await engine.start()
-    service = CreationService(engine, requests, settings)
-    request_id = await submit(service, settings)
+    service = creation_service(kit, engine)
+    request_id = await submit(service)
     service.begin_shutdown()
     await engine.close()
     await service.close()
     row = await requests.get(GUILD, request_id)
     assert row is not None and not row.is_finished and not row.is_delivered
 
-    restarted = Engine(FakeStepBackend(), EngineConfig())
+    restarted = Engine(FakeStepBackend(script=sung), EngineConfig())
     await restarted.start()
     try:
-        creations = CreationService(restarted, requests, settings)
-        (item,) = await RecoveryService(creations, requests).recover()
+        creations = creation_service(kit, restarted)
+        (item,) = await RecoveryService(creations, requests, clock=kit.clock).recover()
         assert item.submission is not None and item.submission.request_id == request_id
         assert item.token_usable_until is not None
         await item.submission.job.wait()
         await creations.settled(request_id)
         row = await requests.get(GUILD, request_id)
         assert row is not None and row.status is RequestStatus.DONE
-        assert row.output == "Write a haiku in three short lines about rain."
+        assert row.output == "♪ Write a free verse poem about rain."
     finally:
         await restarted.close()
 
 
 async def test_recovery_forgets_old_tokens_and_fails_unknown_commands_clearly(
-    requests: RequestRepository, engine: Engine, settings: Settings
+    kit: Kit, requests: RequestRepository, engine: Engine
 ) -> None:
     old = await requests.create(
         NewRequest(
@@ -148,8 +152,8 @@ async def test_recovery_forgets_old_tokens_and_fails_unknown_commands_clearly(
             interaction_token="tok",
         )
     )
-    later = datetime.now(UTC) + timedelta(minutes=20)
-    service = CreationService(engine, requests, settings)
+    later = kit.clock.now + timedelta(minutes=20)
+    service = creation_service(kit, engine)
     (item,) = await RecoveryService(service, requests, clock=lambda: later).recover()
     assert item.submission is None
     assert item.record.id == old.id and item.record.status is RequestStatus.FAILED
