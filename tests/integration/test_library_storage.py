@@ -373,6 +373,11 @@ async def test_examples_are_the_most_starred_of_that_command_and_style(
     assert unstarred.id not in [r.id for r in examples]
     assert all(r.output and r.status is RequestStatus.DONE for r in examples)
 
+    # Odd stored inputs (hand-edited, an older version's) never stop a star.
+    odd = await creation(requests, inputs={"style": 7, "continue_of": None})
+    assert await favourites.toggle(GUILD, odd.id, FAN) == (True, 1)
+    assert [r.id for r in await favourites.examples(GUILD, "poem", None, 5)] == [plain.id, odd.id]
+
 
 async def test_forgetting_a_member_removes_their_stars_and_the_stars_they_got(
     favourites: FavouriteRepository, requests: RequestRepository, db: Database

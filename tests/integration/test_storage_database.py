@@ -82,6 +82,7 @@ async def test_migrates_from_zero_into_new_folders(tmp_path: Path) -> None:
             "favourite_totals_command_recent",
             "favourite_totals_fame",
             "favourite_totals_command_fame",
+            "favourite_totals_taste",
         }
     assert user_version(path) == LATEST
 

@@ -38,14 +38,16 @@ END;
 -- One row per starred creation: its star count and newest star, kept by the triggers
 -- below. The anthology is ordered by newest star and the hall of fame by count; computing
 -- those by GROUP BY would read every star of the server for every page, while these
--- indexes give any page, however deep (keyset), in a few index steps. author_id and
--- command are copies of the request's, which never change, so the filtered listings
--- are index ranges too.
+-- indexes give any page, however deep (keyset), in a few index steps. author_id,
+-- command, style and continuation are copies of the request's, which never change
+-- (inputs are written once), so the filtered listings are index ranges too.
 CREATE TABLE favourite_totals (
     request_id      INTEGER PRIMARY KEY REFERENCES requests (id) ON DELETE CASCADE,
     guild_id        INTEGER NOT NULL REFERENCES guilds (id) ON DELETE CASCADE,
     author_id       INTEGER NOT NULL,
     command         TEXT    NOT NULL,
+    style           TEXT,              -- inputs.style when it is text, else NULL
+    continuation    INTEGER NOT NULL CHECK (continuation IN (0, 1)),  -- inputs.continue_of
     stars           INTEGER NOT NULL CHECK (stars > 0),  -- a creation with none has no row
     last_starred_at TEXT    NOT NULL
 ) STRICT;
@@ -58,21 +60,30 @@ CREATE INDEX favourite_totals_author_recent
     ON favourite_totals (guild_id, author_id, last_starred_at DESC, request_id DESC);
 CREATE INDEX favourite_totals_command_recent
     ON favourite_totals (guild_id, command, last_starred_at DESC, request_id DESC);
--- Hall of fame (most stars, ties newest creation first), all and by command; the second
--- also serves community-taste examples.
+-- Hall of fame (most stars, ties newest creation first), all and by command. Both hold
+-- request_id, so an OFFSET is skipped inside the index.
 CREATE INDEX favourite_totals_fame
     ON favourite_totals (guild_id, stars DESC, request_id DESC);
 CREATE INDEX favourite_totals_command_fame
     ON favourite_totals (guild_id, command, stars DESC, request_id DESC);
+-- Community taste, read on every request where it is on: the best creations of one
+-- command and style, never continuations (they only make sense after their parent).
+CREATE INDEX favourite_totals_taste
+    ON favourite_totals (guild_id, command, style, stars DESC, request_id DESC)
+    WHERE continuation = 0;
 
 -- Deleting a star by any path (unstar, forgetting a member, or the cascade when its
 -- creation or server is deleted) fires these, so the totals cannot drift.
 CREATE TRIGGER favourites_count_star AFTER INSERT ON favourites
 BEGIN
-    INSERT INTO favourite_totals
-        (request_id, guild_id, author_id, command, stars, last_starred_at)
-    SELECT NEW.request_id, NEW.guild_id, requests.user_id, requests.command, 1,
-           NEW.created_at
+    INSERT INTO favourite_totals (request_id, guild_id, author_id, command, style,
+                                  continuation, stars, last_starred_at)
+    SELECT NEW.request_id, NEW.guild_id, requests.user_id, requests.command,
+           CASE json_type(requests.inputs, '$.style')
+               WHEN 'text' THEN json_extract(requests.inputs, '$.style')
+           END,
+           json_extract(requests.inputs, '$.continue_of') IS NOT NULL,
+           1, NEW.created_at
     FROM requests WHERE requests.id = NEW.request_id
     ON CONFLICT (request_id) DO UPDATE SET
         stars = stars + 1,
