@@ -69,7 +69,10 @@ STATUS_ICONS = {
     RequestStatus.TIMED_OUT: "⌛",
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ID = r"[0-9]{1,20}"
+# Discord ids and request ids fit SQLite's 64-bit integers in 19 digits; a longer one
+# is forged and matches no template.
+_ID = r"[0-9]{1,19}"
+_MICROS = r"[0-9]{1,17}"  # microseconds since 1970: up to the year 5138
 _COMMAND = r"[a-z]{1,12}|\*"
 
 
@@ -359,7 +362,7 @@ class FavouritesButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=(
         rf"atelier:favs:(?P<user>{_ID}):(?P<command>{_COMMAND}):"
-        rf"(?P<way>[on])(?P<micros>{_ID})\.(?P<anchor>{_ID})"
+        rf"(?P<way>[on])(?P<micros>{_MICROS})\.(?P<anchor>{_ID})"
     ),
 ):
     def __init__(
