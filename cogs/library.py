@@ -170,10 +170,13 @@ def pager_buttons(
     return view
 
 
-def arrow(way: str, custom_id: str, disabled: bool) -> discord.ui.Button[discord.ui.View]:
+def arrow(
+    way: str, custom_id: str, disabled: bool, labels: tuple[str, str] = ("Newer", "Older")
+) -> discord.ui.Button[discord.ui.View]:
+    """◀ (``way`` "n") or ▶ ("o"), labelled (◀ label, ▶ label)."""
     return discord.ui.Button(
         emoji="◀️" if way == "n" else "▶️",
-        label="Newer" if way == "n" else "Older",
+        label=labels[0] if way == "n" else labels[1],
         style=discord.ButtonStyle.secondary,
         custom_id=custom_id,
         disabled=disabled,
@@ -433,7 +436,7 @@ class HallButton(
         self, command: str | None, offset: int, way: str = "o", *, disabled: bool = False
     ) -> None:
         custom_id = f"atelier:hof:{command or '*'}:{offset}"
-        super().__init__(arrow(way, custom_id, disabled))
+        super().__init__(arrow(way, custom_id, disabled, labels=("Previous", "Next")))
         self.command, self.offset = command, offset
 
     @classmethod

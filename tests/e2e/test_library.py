@@ -356,7 +356,7 @@ async def test_hall_of_fame_ranks_by_stars(
         hall = await private_reply(await emulator.invoke("hall-of-fame", {}, **world.where))
         assert ids_on(hall) == [2, 3, 1]
         assert re.search(r"1\. `#2`.*⭐ 3", hall.content)
-        assert arrows(hall) == {"Newer": False, "Older": False}
+        assert arrows(hall) == {"Previous": False, "Next": False}
         never_pings(hall)
 
         scenes = await private_reply(
@@ -374,9 +374,9 @@ async def test_hall_of_fame_pages_by_rank(
             await bot.runtime.library.toggle_favourite(world.guild_id, record.id, world.member_id)
         hall = await private_reply(await emulator.invoke("hall-of-fame", {}, **world.where))
         assert ids_on(hall) == list(range(12, 2, -1))  # equal stars: newest first
-        await turn(emulator, hall, "Older", world.member_id)
+        await turn(emulator, hall, "Next", world.member_id)
         assert ids_on(hall) == [2, 1] and "11. `#2`" in hall.content
-        await turn(emulator, hall, "Newer", world.member_id)
+        await turn(emulator, hall, "Previous", world.member_id)
         assert ids_on(hall) == list(range(12, 2, -1))
 
 
