@@ -487,3 +487,24 @@ async def test_a_blocked_word_is_refused_in_input_and_masked_in_output(
         final = await record.wait_for_original(has_buttons, timeout=10)
     assert "The ■■■ over the ■■■" in final.content
     assert all("moon" not in text.lower() for text in final.history)
+
+
+async def test_the_moderator_role_may_delete_other_members_creations(
+    emulator: DiscordEmulator, world: World, tmp_path: Path
+) -> None:
+    helpers = emulator.add_role(world.guild_id, "helpers")
+    helper = emulator.add_member(world.guild_id, "hal", roles=[helpers])
+    async with running_bot(emulator, tmp_path, fake()) as bot:
+        record = await emulator.invoke("poem", {"theme": "rain"}, **world.where)
+        final = await record.wait_for_original(has_buttons, timeout=10)
+
+        early = await emulator.click(final.id, "atelier:del:1", user_id=helper)
+        assert "moderator" in (await private_reply(early)).content
+        await private_reply(
+            await emulator.invoke(
+                "settings set", {"moderator_role": helpers}, **as_moderator(world)
+            )
+        )
+        deleted = await emulator.click(final.id, "atelier:del:1", user_id=helper)
+        assert "deleted" in (await private_reply(deleted)).content
+        assert await bot.runtime.requests.get(world.guild_id, 1) is None
