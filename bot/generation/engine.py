@@ -490,6 +490,11 @@ class Engine:
         return job is not None and job.cancel()
 
     @property
+    def capacity(self) -> int:
+        """Sequences the worker runs at once: the most candidates one job may ask for."""
+        return self._worker.capacity
+
+    @property
     def idle(self) -> bool:
         """No job is waiting or running and the worker holds nothing."""
         return not self._jobs and not self._inflight

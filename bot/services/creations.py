@@ -204,7 +204,7 @@ class CreationService:
             user_id=record.user_id,
             job_id=str(record.id),
             # More candidates than the batch holds could never be dispatched.
-            n=max(1, min(prompt.candidates, self._settings.max_batch_size)),
+            n=max(1, min(prompt.candidates, self._engine.capacity)),
             choose=prompt.choose,
         )
 

@@ -172,13 +172,20 @@ async def test_fixed_forms_run_candidates_in_one_job_and_record_the_chosen(world
     assert record.inputs == {"theme": "rain", "form": "haiku"}
 
 
-async def test_candidates_never_exceed_the_batch(world: World) -> None:
-    small = world.kit.settings.model_copy(update={"max_batch_size": 2})
-    creations = creation_service(world.kit, world.engine, small)
-    submission = await creations.submit(HERE, "poem", {"theme": "rain", "form": "haiku"})
-    await submission.job.wait()
-    await creations.settled(submission.request_id)
-    assert len(submission.job.candidates) == 2
+async def test_candidates_never_exceed_what_the_engine_runs_at_once(world: World) -> None:
+    # The engine's capacity, not a setting, is the limit: a remote server's concurrency
+    # can be below max_batch_size.
+    engine = Engine(FakeStepBackend(script=sung, max_batch_size=2), EngineConfig(close_timeout_s=1))
+    await engine.start()
+    try:
+        creations = creation_service(world.kit, engine)
+        submission = await creations.submit(HERE, "poem", {"theme": "rain", "form": "haiku"})
+        await submission.job.wait()
+        await creations.settled(submission.request_id)
+        assert world.kit.settings.poem_candidates > 2
+        assert len(submission.job.candidates) == 2
+    finally:
+        await engine.close()
 
 
 async def test_resume_rebuilds_with_the_style_or_without_a_deleted_one(world: World) -> None:
