@@ -90,13 +90,23 @@ def slug(text: str, fallback: str = "scene") -> str:
     return name or fallback
 
 
+def opening(scene: str) -> str:
+    """The excerpt shown with an attached scene: whole paragraphs, unless a long one
+    comes right after the heading; then that one is cut at a line or word, marked "…"."""
+    shown = excerpt(scene, EXCERPT_CHARS)
+    if len(shown) >= EXCERPT_CHARS // 2:
+        return shown
+    rest = scene[len(shown) :].lstrip()
+    return f"{shown}\n\n{excerpt(rest, EXCERPT_CHARS - len(shown) - 3)}…"
+
+
 def script_body(inputs: Mapping[str, Any], text: str) -> Body:
     setting = inputs.get("setting")
     scene = to_fountain(text, setting=setting if isinstance(setting, str) else None)
     if len(scene) <= SCENE_INLINE_CHARS:
         return Body(scene_markdown(scene))
     filename = f"{slug(str(inputs.get('premise', '')))}.fountain"
-    shown = scene_markdown(excerpt(scene, EXCERPT_CHARS))
+    shown = scene_markdown(opening(scene))
     note = f"📎 *The whole scene is attached as `{filename}` (Fountain screenplay format).*"
     return Body(f"{shown}\n\n{note}", (filename, scene.encode("utf-8")))
 

@@ -99,6 +99,26 @@ async def test_a_long_scene_is_attached_as_fountain_with_an_excerpt(
     assert row.output is not None and len(row.output) > 3000
 
 
+async def test_a_long_first_paragraph_still_gives_a_readable_excerpt(
+    emulator: DiscordEmulator, world: World, tmp_path: Path
+) -> None:
+    action = "The bakery is dark and the ovens still tick as they cool. " * 45  # ~2,600
+
+    def one_long_paragraph(seq: SequenceInput) -> list[str]:
+        return ["INT. BAKERY - NIGHT\n\n", action]
+
+    async with running_bot(emulator, tmp_path, fake(script=one_long_paragraph)):
+        record = await emulator.invoke("script", {"premise": "the ovens"}, **world.where)
+        final = await record.wait_for_original(has_buttons, timeout=10)
+    assert len(final.content) <= 2000
+    body = final.content.split("**INT. BAKERY - NIGHT**", 1)[1]
+    assert body.count("the ovens still tick") >= 10  # not just the heading
+    excerpt, note = body.split("\n\n📎")
+    assert excerpt.endswith("…") and "attached" in note  # cut inside the paragraph, marked
+    (attachment,) = final.attachments
+    assert attachment.text.count("the ovens still tick") == 45
+
+
 async def test_no_premise_opens_a_modal_for_a_long_one(
     emulator: DiscordEmulator, world: World, tmp_path: Path
 ) -> None:
