@@ -22,7 +22,7 @@ _HEADING_LIKE = re.compile(
 )
 _SCENE_NUMBER = re.compile(r"^scene\s+\d+\.?$", re.I)
 _TRANSITION = re.compile(
-    r"^(?:(?:fade|cut|dissolve|smash cut|match cut|wipe|jump cut)(?: to)?(?: black)?"
+    r"^(?:(?:fade|cut|dissolve|smash cut|match cut|wipe|jump cut)(?: in| out| to)?(?: black)?"
     r"[:.]?|[A-Z][A-Z ]*TO:|the end\.?|fade out\.?)$",
     re.I,
 )
@@ -31,6 +31,11 @@ _EXTENSION = re.compile(r"^(?:v\.?\s?o\.?|o\.?\s?s\.?|o\.?\s?c\.?|cont'?d|contin
 _SPOKEN = re.compile(
     r"^(?P<name>[A-Z][\w'’.\-]*(?:\s+[A-Z0-9][\w'’.\-]*){0,3})\s*"
     r"(?:\((?P<paren>[^()]{1,40})\))?\s*:\s*(?P<words>.*)$"
+)
+# 'Mara, "I love the cat."': a name, a comma, then only a quoted line.
+_SAID = re.compile(
+    r"^(?P<name>[A-Z][\w'’.\-]*(?:\s+[A-Z][\w'’.\-]*){0,2})\s*,\s*(?P<paren>)"
+    r"(?P<words>[\"“][^\"“”]+[\"”])$"
 )
 _CUE = re.compile(r"^(?P<name>[A-Z0-9][A-Z0-9'’.\- ]*?)\s*(?P<ext>\([^()]{1,20}\))?$")
 _NOT_NAMES = frozenset(
@@ -88,6 +93,22 @@ def _tidy_heading(line: str) -> str:
     return " ".join(line.upper().split())
 
 
+# A heading the model ran on into the scene: "INT. KITCHEN - NIGHT - She looks up."
+_HEADING_RUN_ON = re.compile(
+    r"^(?P<heading>.{4,60}?\b(?:night|day|morning|evening|afternoon|dawn|dusk|sunset|"
+    r"sunrise|midnight|noon|later|continuous))\b[\s.\-–—:,]+(?P<rest>\S.*)$",
+    re.I,
+)
+
+
+def _split_heading(line: str) -> tuple[str, str]:
+    """A heading line, and any scene text the model wrote on the same line."""
+    match = _HEADING_RUN_ON.match(line)
+    if match and (len(line) > 60 or '"' in line or len(match.group("rest").split()) > 3):
+        return match.group("heading"), match.group("rest").strip()
+    return line, ""
+
+
 def _heading_prefix(match: re.Match[str]) -> str:
     word = match.group(1).upper().replace("./", "/")
     return {"INT/EXT": "INT./EXT. ", "EXT/INT": "EXT./INT. ", "I/E": "I/E. "}.get(word, word + ". ")
@@ -111,8 +132,15 @@ def _split_paren(words: str) -> tuple[str | None, str]:
     return None, words
 
 
+def _unquote(words: str) -> str:
+    """'"Hello."' -> 'Hello.': dialogue in a screenplay is not in quotation marks."""
+    if len(words) > 1 and words[0] in '"“' and words[-1] in '"”' and words.count('"') <= 2:
+        return words[1:-1].strip()
+    return words
+
+
 def _speaker(line: str) -> list[_Element] | None:
-    match = _SPOKEN.match(line)
+    match = _SPOKEN.match(line) or _SAID.match(line)
     if not match:
         return None
     cue = _cue_name(match.group("name"))
@@ -130,7 +158,7 @@ def _speaker(line: str) -> list[_Element] | None:
     if lead:
         elements.append(_Element("paren", lead))
     if words:
-        elements.append(_Element("dialogue", words))
+        elements.append(_Element("dialogue", _unquote(words)))
     return elements
 
 
@@ -176,7 +204,10 @@ def _parse(text: str) -> list[_Element]:
         if _SCENE_NUMBER.match(line):
             continue
         if _HEADING.match(line):
-            elements.append(_Element("heading", _tidy_heading(line)))
+            heading, rest = _split_heading(line)
+            elements.append(_Element("heading", _tidy_heading(heading)))
+            if rest:
+                elements.append(_Element("action", rest))
             speaking = False
             continue
         like = _HEADING_LIKE.match(line)
@@ -248,13 +279,13 @@ def _safe_action(text: str) -> str:
 
 
 def to_fountain(text: str, *, setting: str | None = None) -> str:
-    """Model output as a Fountain scene; the heading comes from ``setting`` when the
-    model wrote none (else a generic one), so every scene opens with INT. or EXT."""
+    """Model output as a Fountain scene that opens with an INT./EXT. heading: when the
+    model did not start with one, it comes from ``setting`` (else a generic one)."""
     elements = _parse(text)
-    if not any(e.kind == "heading" for e in elements):
-        at = 0
-        while at < len(elements) and elements[at].kind == "transition":
-            at += 1
+    at = 0
+    while at < len(elements) and elements[at].kind == "transition":
+        at += 1  # FADE IN: may come before the first heading
+    if at == len(elements) or elements[at].kind != "heading":
         elements.insert(at, _Element("heading", _place_heading(setting or DEFAULT_PLACE)))
     return _render(elements).strip()
 

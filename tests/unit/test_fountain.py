@@ -109,3 +109,21 @@ def test_title_page_keeps_values_on_one_line() -> None:
     page = title_page("The\nMap", "Ada  Lovelace")
     assert page == "Title: The Map\nCredit: Written by\nAuthor: Ada Lovelace\n\n"
     assert title_page("", "x").startswith("Title: Untitled")
+
+
+def test_a_heading_run_on_into_the_scene_is_split() -> None:
+    raw = 'Int. KITCHEN - NIGHT - She looks at him. "Well?" she asks.\nCole: Nothing.'
+    assert to_fountain(raw) == (
+        'INT. KITCHEN - NIGHT\n\nShe looks at him. "Well?" she asks.\n\nCOLE\nNothing.'
+    )
+
+
+def test_quoted_speech_after_a_name_becomes_dialogue() -> None:
+    out = to_fountain('INT. HALL - DAY\nMara, "I love the cat."\nJonah: "Me too."')
+    assert out == "INT. HALL - DAY\n\nMARA\nI love the cat.\n\nJONAH\nMe too."
+
+
+def test_a_scene_that_opens_with_action_gets_a_heading_first() -> None:
+    out = to_fountain("Rain hammers the glass.\n\nINT. CAR - NIGHT\n\nLee: Drive.", setting="a car")
+    assert out.startswith("INT. CAR - DAY\n\nRain hammers the glass.\n\nINT. CAR - NIGHT")
+    assert to_fountain("FADE IN:\n\nMara: Hi.").startswith("> FADE IN:\n\nINT. SOMEWHERE - DAY")

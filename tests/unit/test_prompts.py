@@ -10,21 +10,23 @@ import pytest
 from bot.config import Settings
 from bot.domain import Style
 from bot.forms import check
+from bot.fountain import to_fountain
 from bot.prompts import (
     CRITIC_SYSTEM,
     CRITIQUE_FOCUSES,
     CRITIQUE_TONES,
     FIXED_FORMS,
     LANGUAGES,
-    ONE_SHOT_POEMS,
     POEM_FORMS,
     POEM_LENGTHS,
     POET_SYSTEM,
     QUOTE,
     SCREENWRITER_SYSTEM,
+    SCRIPT_EXAMPLE,
     SCRIPT_GENRES,
     SCRIPT_LENGTHS,
     WILDNESS,
+    WORKED_EXAMPLES,
     FormChooser,
     Prompt,
     PromptContext,
@@ -113,17 +115,29 @@ def test_chooser_picks_the_candidate_that_fits_the_form() -> None:
     assert FormChooser("haiku")([]) == 0
 
 
-def test_fixed_forms_show_one_worked_example_first(settings: Settings) -> None:
+def test_chooser_ranks_a_repeat_of_the_text_being_continued_last() -> None:
+    previous = "Wet leaves on the path\nthe gutters sing all night long\nmorning smells of earth"
+    new = "Soft rain on the roof\nthe garden drinks without thirst\nnight comes in grey"
+    assert FormChooser("haiku")([previous, new]) == 0  # the better fit...
+    assert FormChooser("haiku", previous)([previous.upper(), new]) == 1  # ...but a repeat
+
+
+def test_fixed_forms_show_worked_examples_first(settings: Settings) -> None:
     prompt = poem(settings, form="limerick")
     roles = [m["role"] for m in prompt.messages]
     assert roles == ["system", "user", "assistant", "user"]
-    assert prompt.messages[2]["content"] == ONE_SHOT_POEMS["limerick"]
-    assert [m["role"] for m in poem(settings, form="ode").messages] == ["system", "user"]
+    assert prompt.messages[2]["content"] == WORKED_EXAMPLES["limerick"][0][1]
+    assert len(poem(settings, form="haiku").messages) == 1 + 2 * 3 + 1
+    for free in ("free verse", "ode", "ballad"):  # a ballad example measured no better
+        assert [m["role"] for m in poem(settings, form=free).messages] == ["system", "user"]
 
 
-@pytest.mark.parametrize("form", sorted(ONE_SHOT_POEMS))
-def test_worked_examples_pass_their_own_form(form: str) -> None:
-    assert check(form, ONE_SHOT_POEMS[form]).passes
+@pytest.mark.parametrize(
+    ("form", "poem_text"),
+    [(form, text) for form, pairs in WORKED_EXAMPLES.items() for _, text in pairs],
+)
+def test_worked_examples_pass_their_own_form(form: str, poem_text: str) -> None:
+    assert check(form, poem_text).passes
 
 
 def test_language_follows_the_theme_or_names_the_language(settings: Settings) -> None:
@@ -388,3 +402,9 @@ def test_trim_unfinished_drops_dangling_headings_and_cues() -> None:
 
 def test_trim_unfinished_never_returns_nothing() -> None:
     assert trim_unfinished("a single unfinished") == "a single unfinished"
+
+
+def test_the_worked_scene_is_already_fountain(settings: Settings) -> None:
+    prompt = build_prompt("script", {"premise": "x"}, settings)
+    assert [m["role"] for m in prompt.messages] == ["system", "user", "assistant", "user"]
+    assert prompt.messages[2]["content"] == SCRIPT_EXAMPLE == to_fountain(SCRIPT_EXAMPLE)
