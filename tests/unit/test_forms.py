@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.forms import FORM_SPECS, FormReport, best_of, check, count_syllables, rhyme_key, rhymes
-from bot.prompts import POEM_FORMS
+from bot.prompts import FIXED_FORMS, POEM_FORMS
 
 # Reference counts (CMU dictionary's usual reading). Heuristics miss some English;
 # the table holds common poem words, a few of them deliberately hard.
@@ -168,8 +168,10 @@ def test_non_rhyming_pairs(a: str, b: str) -> None:
     assert not rhymes(a, b)
 
 
-def test_every_prompt_form_has_a_spec() -> None:
-    assert set(FORM_SPECS) == set(POEM_FORMS)
+def test_every_checked_form_is_offered_and_gets_best_of_n() -> None:
+    # Free forms (ode, elegy, prose poem) are offered without a checker.
+    assert set(FORM_SPECS) <= set(POEM_FORMS)
+    assert set(FORM_SPECS) - {"free verse"} == FIXED_FORMS
     with pytest.raises(ValueError, match="unknown poem form"):
         check("villanelle", "a\nb\nc")
 
