@@ -14,7 +14,7 @@ from bot.domain import NewRequest, RequestRecord, RequestStatus
 from bot.errors import InvalidInput, LimitReached
 from bot.generation.engine import Engine, EngineConfig
 from bot.generation.model_loader import LoadedModel
-from bot.prompts import ONE_SHOT_POEMS
+from bot.prompts import WORKED_EXAMPLES
 from bot.services.creations import CreationService, Requester
 from bot.services.policy import MASK
 from tests.bots import sung
@@ -158,7 +158,7 @@ async def test_community_taste_shows_favourites_only_when_enabled(world: World) 
 async def test_fixed_forms_run_candidates_in_one_job_and_record_the_chosen(world: World) -> None:
     # Each candidate writes one line of the worked example haiku: the checker must pick
     # the one that is a whole haiku.
-    haiku = ONE_SHOT_POEMS["haiku"]
+    haiku = WORKED_EXAMPLES["haiku"][0][1]
     calls: list[int] = []
 
     def script(seq: Any) -> list[str]:
