@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,11 @@ from bot.services.styles import StyleService, load_builtin_styles
 from bot.storage.database import Database
 from bot.storage.library import FavouriteRepository, SettingsRepository, StyleRepository
 from bot.storage.repositories import GuildRepository, RequestRepository
+from tests.clock import Clock
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 GUILD, OTHER_GUILD = 1, 2
 CHANNEL, OTHER_CHANNEL = 10, 11
 MEMBER, FRIEND, STRANGER = 100, 101, 200
-
-
-class Clock:
-    """A settable clock, so cooldowns and purges are exact."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 @dataclass

@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +25,10 @@ from bot.domain import (
 from bot.storage.database import Database, default_migrations
 from bot.storage.library import FavouriteRepository, SettingsRepository, StyleRepository
 from bot.storage.repositories import GuildRepository, RequestRepository, to_db_time
+from tests.clock import T0, Clock
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 GUILD, OTHER = 1, 2
 AUTHOR, FAN, CRITIC = 10, 20, 30
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +13,7 @@ import pytest
 from bot.domain import NewRequest, RequestRecord, RequestStatus
 from bot.storage.database import Database
 from bot.storage.repositories import GuildRepository, RequestRepository
-
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A settable clock, so timestamps in assertions are exact."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+from tests.clock import T0, Clock
 
 
 @pytest.fixture
